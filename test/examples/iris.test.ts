@@ -1,0 +1,90 @@
+import { describe, expect, it } from "vitest"
+import type { Dataset } from "../../examples/iris/data.js"
+import {
+  classNames,
+  fitStandardization,
+  loadIris,
+  prepareIris,
+  stratifiedSplit,
+  subset,
+  validationFraction
+} from "../../examples/iris/data.js"
+import { mulberry32, seededRandom } from "../../examples/iris/random.js"
+
+const countByLabel = (labels: ReadonlyArray<number>): Array<number> =>
+  classNames.map((_, label) => labels.filter((candidate) => candidate === label).length)
+
+const columnMean = (dataset: Dataset, feature: number): number =>
+  dataset.features.reduce((sum, row) => sum + row[feature], 0) / dataset.features.length
+
+const columnDeviation = (dataset: Dataset, feature: number): number => {
+  const mean = columnMean(dataset, feature)
+  return Math.sqrt(dataset.features.reduce((sum, row) => sum + (row[feature] - mean) ** 2, 0) / dataset.features.length)
+}
+
+describe("random", () => {
+  it("repeats its sequence for a seed and stays within [0, 1)", () => {
+    const draw = (random: () => number) => Array.from({ length: 1000 }, random)
+    const first = draw(mulberry32(1))
+    expect(draw(mulberry32(1))).toEqual(first)
+    expect(draw(mulberry32(2))).not.toEqual(first)
+    expect(first.every((value) => value >= 0 && value < 1)).toBe(true)
+    expect(draw(seededRandom(1, "split"))).not.toEqual(draw(seededRandom(1, "weights")))
+  })
+})
+
+describe("Iris data", () => {
+  it("loads 150 rows of four measurements, 50 of each species encoded as 0..2", () => {
+    const iris = loadIris()
+    expect(iris.features).toHaveLength(150)
+    expect(iris.features.every((row) => row instanceof Float64Array && row.length === 4)).toBe(true)
+    expect(classNames).toEqual(["setosa", "versicolor", "virginica"])
+    expect(countByLabel(iris.labels)).toEqual([50, 50, 50])
+    expect(iris.labels[0]).toBe(0)
+    expect(iris.labels[149]).toBe(2)
+  })
+
+  it("splits every species 80/20 into disjoint parts that cover all rows", () => {
+    const { labels } = loadIris()
+    const split = stratifiedSplit(labels, validationFraction, 42)
+
+    expect(countByLabel(subset(loadIris(), split.trainIndices).labels)).toEqual([40, 40, 40])
+    expect(countByLabel(subset(loadIris(), split.validationIndices).labels)).toEqual([10, 10, 10])
+    const validation = new Set(split.validationIndices)
+    expect(split.trainIndices.some((index) => validation.has(index))).toBe(false)
+    expect([...split.trainIndices, ...split.validationIndices].sort((a, b) => a - b)).toEqual(
+      Array.from({ length: 150 }, (_, index) => index)
+    )
+  })
+
+  it("splits the same way for the same seed and differently for another", () => {
+    const { labels } = loadIris()
+    const split = stratifiedSplit(labels, validationFraction, 42)
+    expect(stratifiedSplit(labels, validationFraction, 42)).toEqual(split)
+    expect(stratifiedSplit(labels, validationFraction, 43).validationIndices).not.toEqual(split.validationIndices)
+  })
+
+  it("standardises both parts with statistics of the training part only", () => {
+    const iris = loadIris()
+    const prepared = prepareIris(42)
+    const rawTrain = subset(iris, prepared.split.trainIndices)
+    const rawValidation = subset(iris, prepared.split.validationIndices)
+
+    for (let feature = 0; feature < 4; feature++) {
+      expect(prepared.standardization.mean[feature]).toBeCloseTo(columnMean(rawTrain, feature), 12)
+      expect(prepared.standardization.deviation[feature]).toBeCloseTo(columnDeviation(rawTrain, feature), 12)
+      // The training part comes out centred and unit-scaled; the validation part, scaled by the same
+      // statistics, does not, which it would if its own rows had been used.
+      expect(columnMean(prepared.train, feature)).toBeCloseTo(0, 12)
+      expect(columnDeviation(prepared.train, feature)).toBeCloseTo(1, 12)
+      expect(Math.abs(columnMean(prepared.validation, feature))).toBeGreaterThan(1e-6)
+      prepared.validation.features.forEach((row, example) => {
+        const expected = (rawValidation.features[example][feature] - columnMean(rawTrain, feature)) /
+          columnDeviation(rawTrain, feature)
+        expect(row[feature]).toBeCloseTo(expected, 12)
+      })
+    }
+    expect(prepared.standardization.mean).not.toEqual(fitStandardization(iris).mean)
+    expect(prepared.validation.labels).toEqual(rawValidation.labels)
+  })
+})
