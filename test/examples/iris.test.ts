@@ -9,7 +9,9 @@ import {
   subset,
   validationFraction
 } from "../../examples/iris/data.js"
-import { mulberry32, seededRandom } from "../../examples/iris/random.js"
+import type { Mlp } from "../../examples/iris/mlp.js"
+import { crossEntropy, initMlp, lossAndGradients, parameterArrays, softmax } from "../../examples/iris/mlp.js"
+import { mulberry32, seededRandom, uniform } from "../../examples/iris/random.js"
 
 const countByLabel = (labels: ReadonlyArray<number>): Array<number> =>
   classNames.map((_, label) => labels.filter((candidate) => candidate === label).length)
@@ -86,5 +88,49 @@ describe("Iris data", () => {
     }
     expect(prepared.standardization.mean).not.toEqual(fitStandardization(iris).mean)
     expect(prepared.validation.labels).toEqual(rawValidation.labels)
+  })
+})
+
+describe("MLP", () => {
+  it("keeps softmax and cross-entropy finite for large logits", () => {
+    const logits = Float64Array.from([1000, 0, -1000])
+    expect([...softmax(logits)]).toEqual([1, 0, 0])
+    expect(crossEntropy(logits, 0)).toBeCloseTo(0, 12)
+    expect(crossEntropy(logits, 1)).toBeCloseTo(1000, 9)
+  })
+
+  it("computes gradients that agree with central finite differences", () => {
+    const random = mulberry32(2024)
+    const model: Mlp = initMlp({ inputSize: 3, hiddenSize: 4, classCount: 3 }, random)
+    // Random biases too, so that every term of the backward pass is exercised away from zero.
+    for (const values of parameterArrays(model)) {
+      for (let index = 0; index < values.length; index++) values[index] = uniform(random, -1, 1)
+    }
+    const features = Array.from({ length: 5 }, () => Float64Array.from({ length: 3 }, () => uniform(random, -2, 2)))
+    const labels = [0, 1, 2, 1, 0]
+
+    const { loss, gradients } = lossAndGradients(model, features, labels)
+    expect(loss).toBeGreaterThan(0)
+
+    const step = 1e-6
+    const analytic = parameterArrays(gradients)
+    let checked = 0
+    parameterArrays(model).forEach((values, array) => {
+      for (let index = 0; index < values.length; index++) {
+        const original = values[index]
+        values[index] = original + step
+        const above = lossAndGradients(model, features, labels).loss
+        values[index] = original - step
+        const below = lossAndGradients(model, features, labels).loss
+        values[index] = original
+
+        const numeric = (above - below) / (2 * step)
+        expect(Math.abs(analytic[array][index] - numeric)).toBeLessThan(1e-7 + 1e-5 * Math.abs(numeric))
+        checked++
+      }
+    })
+    // 3·4 + 4 hidden, 4·3 + 3 output parameters.
+    expect(checked).toBe(31)
+    expect(analytic.every((values) => values.some((value) => Math.abs(value) > 1e-4))).toBe(true)
   })
 })
