@@ -9,9 +9,12 @@ import {
   subset,
   validationFraction
 } from "../../examples/iris/data.js"
+import { FlagError, parseTrainingFlags } from "../../examples/iris/flags.js"
 import type { Mlp } from "../../examples/iris/mlp.js"
 import { crossEntropy, initMlp, lossAndGradients, parameterArrays, softmax } from "../../examples/iris/mlp.js"
 import { mulberry32, seededRandom, uniform } from "../../examples/iris/random.js"
+import type { EpochMetrics } from "../../examples/iris/train.js"
+import { defaultTrainingConfig, train } from "../../examples/iris/train.js"
 
 const countByLabel = (labels: ReadonlyArray<number>): Array<number> =>
   classNames.map((_, label) => labels.filter((candidate) => candidate === label).length)
@@ -22,6 +25,12 @@ const columnMean = (dataset: Dataset, feature: number): number =>
 const columnDeviation = (dataset: Dataset, feature: number): number => {
   const mean = columnMean(dataset, feature)
   return Math.sqrt(dataset.features.reduce((sum, row) => sum + (row[feature] - mean) ** 2, 0) / dataset.features.length)
+}
+
+const collectEpochs = (config: typeof defaultTrainingConfig): Array<EpochMetrics> => {
+  const epochs: Array<EpochMetrics> = []
+  train(config, (metrics) => epochs.push(metrics))
+  return epochs
 }
 
 describe("random", () => {
@@ -132,5 +141,69 @@ describe("MLP", () => {
     // 3·4 + 4 hidden, 4·3 + 3 output parameters.
     expect(checked).toBe(31)
     expect(analytic.every((values) => values.some((value) => Math.abs(value) > 1e-4))).toBe(true)
+  })
+})
+
+describe("training", () => {
+  it("reports every epoch once, in order, and lowers the loss on both parts", () => {
+    const epochs = collectEpochs(defaultTrainingConfig)
+    expect(epochs.map((metrics) => metrics.epoch)).toEqual(
+      Array.from({ length: defaultTrainingConfig.epochs }, (_, index) => index + 1)
+    )
+
+    const first = epochs[0]
+    const last = epochs[epochs.length - 1]
+    expect(last.trainLoss).toBeLessThan(first.trainLoss / 4)
+    expect(last.validationLoss).toBeLessThan(first.validationLoss / 2)
+    // Not only the end points: the mean loss of the last ten epochs is below that of the first ten.
+    const meanLoss = (metrics: Array<EpochMetrics>) =>
+      metrics.reduce((sum, { trainLoss }) => sum + trainLoss, 0) / metrics.length
+    expect(meanLoss(epochs.slice(-10))).toBeLessThan(meanLoss(epochs.slice(0, 10)))
+  })
+
+  it("reaches at least 90 % validation accuracy with the default config", () => {
+    const result = train(defaultTrainingConfig, () => {})
+    const last = result.history[result.history.length - 1]
+    expect(last.validationAccuracy).toBeGreaterThanOrEqual(0.9)
+    expect(last.trainAccuracy).toBeGreaterThanOrEqual(0.9)
+    expect(result.bestValidationAccuracy).toBe(Math.max(...result.history.map((m) => m.validationAccuracy)))
+    expect(result.history[result.bestEpoch - 1].validationAccuracy).toBe(result.bestValidationAccuracy)
+  })
+
+  it("gives identical metrics for the same seed and different ones for another seed", () => {
+    const config = { ...defaultTrainingConfig, epochs: 20 }
+    const metrics = collectEpochs(config)
+    expect(collectEpochs(config)).toEqual(metrics)
+    expect(collectEpochs({ ...config, seed: config.seed + 1 })).not.toEqual(metrics)
+  })
+
+  it("changes with the hyperparameters it is given", () => {
+    const config = { ...defaultTrainingConfig, epochs: 5 }
+    const metrics = collectEpochs(config)
+    expect(collectEpochs({ ...config, learning_rate: 0.1 })).not.toEqual(metrics)
+    expect(collectEpochs({ ...config, momentum: 0 })).not.toEqual(metrics)
+    expect(collectEpochs({ ...config, hidden_size: 4 })).not.toEqual(metrics)
+    expect(collectEpochs({ ...config, batch_size: 120 })).not.toEqual(metrics)
+  })
+})
+
+describe("flags", () => {
+  it("converts the flags that are given and leaves the others out", () => {
+    expect(parseTrainingFlags([])).toEqual({})
+    expect(parseTrainingFlags(["--epochs", "50", "--learning_rate=0.1", "--momentum", "0"])).toEqual({
+      epochs: 50,
+      learning_rate: 0.1,
+      momentum: 0
+    })
+  })
+
+  it("refuses unknown flags and values out of range", () => {
+    expect(() => parseTrainingFlags(["--epoch", "5"])).toThrow(FlagError)
+    expect(() => parseTrainingFlags(["--epochs"])).toThrow(FlagError)
+    expect(() => parseTrainingFlags(["--epochs", "2.5"])).toThrow("--epochs must be a whole number of at least 1")
+    expect(() => parseTrainingFlags(["--learning_rate", "fast"])).toThrow(FlagError)
+    expect(() => parseTrainingFlags(["--momentum", "1"])).toThrow(FlagError)
+    expect(() => parseTrainingFlags(["--seed=-1"])).toThrow("--seed must be")
+    expect(() => parseTrainingFlags(["--batch_size", ""])).toThrow(FlagError)
   })
 })
