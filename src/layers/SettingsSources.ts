@@ -9,6 +9,7 @@
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import * as Config from "effect/Config"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -160,7 +161,7 @@ const optionalEnv = (name: string) =>
  * @since 0.1.0
  * @category constructors
  */
-export const make = (facts: MachineFacts) =>
+export const make = (facts: MachineFacts, provider?: ConfigProvider.ConfigProvider) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
@@ -197,7 +198,8 @@ export const make = (facts: MachineFacts) =>
       } satisfies LoadedSources
     })
 
-    return SettingsSources.of({ load })
+    // Without a provider of its own the service reads whatever provider is current where init runs.
+    return SettingsSources.of({ load: provider === undefined ? load : Effect.withConfigProvider(load, provider) })
   })
 
 /**
@@ -236,23 +238,26 @@ export const layer: Layer.Layer<SettingsSources, never, FileSystem.FileSystem | 
 )
 
 /**
- * Given machine facts; pair it with `Layer.setConfigProvider(ConfigProvider.fromMap(...))` for the
- * environment.
+ * Given machine facts and environment variables, for tests: nothing of the real process leaks in.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerWith = (
-  facts: Partial<MachineFacts> & { readonly cwd: string }
+  facts: Partial<MachineFacts> & { readonly cwd: string },
+  env: Readonly<Record<string, string>> = {}
 ): Layer.Layer<SettingsSources, never, FileSystem.FileSystem | Path.Path> =>
   Layer.effect(
     SettingsSources,
-    make({
-      home: facts.cwd,
-      hostname: "test-host",
-      username: "tester",
-      program: undefined,
-      platform: "linux",
-      ...facts
-    })
+    make(
+      {
+        home: facts.cwd,
+        hostname: "test-host",
+        username: "tester",
+        program: undefined,
+        platform: "linux",
+        ...facts
+      },
+      ConfigProvider.fromMap(new Map(Object.entries(env)))
+    )
   )

@@ -1,0 +1,219 @@
+/**
+ * Builds the transaction log's protobuf records from what a run did: the header, the run record, history
+ * rows, summary and config changes, preemption, the exit and the closing final/footer pair. Numbering is
+ * left to the writer, which knows the order records reach the file in.
+ *
+ * @since 0.1.0
+ */
+import { create } from "@bufbuild/protobuf"
+import { timestampFromMs } from "@bufbuild/protobuf/wkt"
+import {
+  type ConfigItem,
+  ConfigItemSchema,
+  ConfigRecordSchema,
+  ControlSchema,
+  FinalRecordSchema,
+  FooterRecordSchema,
+  HeaderRecordSchema,
+  type HistoryItem,
+  HistoryItemSchema,
+  HistoryRecordSchema,
+  HistoryStepSchema,
+  type Record as LogRecord,
+  RecordSchema,
+  RunExitRecordSchema,
+  RunPreemptingRecordSchema,
+  RunRecordSchema,
+  type SummaryItem,
+  SummaryItemSchema,
+  SummaryRecordSchema,
+  TelemetryRecordSchema,
+  VersionInfoSchema
+} from "../internal/proto/wandb_internal_pb.js"
+import * as ExtendedJson from "./ExtendedJson.js"
+import { type FlatRow, type HistoryRow, splitPath } from "./History.js"
+
+/**
+ * The version of this SDK, written as the producer of every log.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const SDK_VERSION = "0.1.0"
+
+/**
+ * Servers older than this cannot read what we write; the same floor wandb-core declares.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const MIN_CONSUMER = "0.70.0"
+
+/**
+ * What the run record says about a run.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunInfo {
+  readonly runId: string
+  readonly entity: string | undefined
+  readonly project: string | undefined
+  readonly displayName: string | undefined
+  readonly group: string | undefined
+  readonly jobType: string | undefined
+  readonly notes: string | undefined
+  readonly tags: ReadonlyArray<string>
+  readonly host: string | undefined
+  readonly startTime: Date
+  readonly config: Record<string, unknown>
+  readonly startingStep: number
+  readonly resumed: boolean
+  readonly gitRemoteUrl: string | undefined
+  readonly gitCommit: string | undefined
+}
+
+const envelope = (runId: string, fill: Partial<LogRecord>): LogRecord =>
+  create(RecordSchema, { ...fill, Info: { streamId: runId } } as Parameters<typeof create<typeof RecordSchema>>[1])
+
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
+export const header = (runId: string): LogRecord =>
+  envelope(runId, {
+    recordType: {
+      case: "header",
+      value: create(HeaderRecordSchema, {
+        versionInfo: create(VersionInfoSchema, { producer: `wandb-effect/${SDK_VERSION}`, minConsumer: MIN_CONSUMER })
+      })
+    }
+  })
+
+const configItems = (values: Record<string, unknown>): Array<ConfigItem> =>
+  Object.keys(values).map((key) => create(ConfigItemSchema, { key, valueJson: ExtendedJson.stringify(values[key]) }))
+
+/**
+ * The run record. Its config always carries `_wandb`, as the official client's does, so the server can
+ * tell a started run from a pre-created one.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const run = (info: RunInfo): LogRecord =>
+  envelope(info.runId, {
+    recordType: {
+      case: "run",
+      value: create(RunRecordSchema, {
+        runId: info.runId,
+        entity: info.entity ?? "",
+        project: info.project ?? "",
+        config: create(ConfigRecordSchema, { update: configItems({ ...info.config, _wandb: {} }) }),
+        runGroup: info.group ?? "",
+        jobType: info.jobType ?? "",
+        displayName: info.displayName ?? "",
+        notes: info.notes ?? "",
+        tags: [...info.tags],
+        host: info.host ?? "",
+        startingStep: BigInt(info.startingStep),
+        startTime: timestampFromMs(info.startTime.getTime()),
+        resumed: info.resumed,
+        telemetry: create(TelemetryRecordSchema, { cliVersion: SDK_VERSION }),
+        ...(info.gitRemoteUrl !== undefined || info.gitCommit !== undefined
+          ? { git: { remoteUrl: info.gitRemoteUrl ?? "", commit: info.gitCommit ?? "" } }
+          : {})
+      })
+    }
+  })
+
+const pathItem = <A extends HistoryItem | SummaryItem>(
+  schema: typeof HistoryItemSchema | typeof SummaryItemSchema,
+  key: string,
+  value: unknown
+): A => create(schema, { nestedKey: splitPath(key), valueJson: ExtendedJson.stringify(value) }) as A
+
+/**
+ * One history row: the user's values, then `_step`, `_runtime` and `_timestamp`, every item addressed
+ * by `nested_key` as wandb-core writes them.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const history = (runId: string, row: HistoryRow, runtime: number): LogRecord => {
+  const items: Array<HistoryItem> = []
+  for (const key in row.values) {
+    if (key === "_timestamp" || key === "_runtime") continue
+    items.push(pathItem(HistoryItemSchema, key, row.values[key]))
+  }
+  items.push(pathItem(HistoryItemSchema, "_step", row.step))
+  items.push(pathItem(HistoryItemSchema, "_runtime", runtime))
+  items.push(pathItem(HistoryItemSchema, "_timestamp", row.timestamp))
+  return envelope(runId, {
+    recordType: {
+      case: "history",
+      value: create(HistoryRecordSchema, { item: items, step: create(HistoryStepSchema, { num: BigInt(row.step) }) })
+    }
+  })
+}
+
+/**
+ * A summary change: leaves set and leaves removed.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const summary = (runId: string, set: FlatRow, removed: ReadonlyArray<string> = []): LogRecord =>
+  envelope(runId, {
+    recordType: {
+      case: "summary",
+      value: create(SummaryRecordSchema, {
+        update: Object.keys(set).map((key) => pathItem<SummaryItem>(SummaryItemSchema, key, set[key])),
+        remove: removed.map((key) => create(SummaryItemSchema, { nestedKey: splitPath(key) }))
+      })
+    }
+  })
+
+/**
+ * A config change, one item per top-level key.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const config = (runId: string, changed: Record<string, unknown>): LogRecord =>
+  envelope(runId, {
+    recordType: { case: "config", value: create(ConfigRecordSchema, { update: configItems(changed) }) }
+  })
+
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
+export const preempting = (runId: string): LogRecord =>
+  envelope(runId, { recordType: { case: "preempting", value: create(RunPreemptingRecordSchema, {}) } })
+
+/**
+ * The exit record, sent even offline (`always_send`) like wandb-core's.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const exit = (runId: string, exitCode: number, runtimeSeconds: number): LogRecord =>
+  envelope(runId, {
+    control: create(ControlSchema, { alwaysSend: true }),
+    recordType: {
+      case: "exit",
+      value: create(RunExitRecordSchema, { exitCode, runtime: Math.floor(runtimeSeconds) })
+    }
+  })
+
+/**
+ * `final` and `footer` close the log. wandb-core no longer writes them, but the legacy sync only sends
+ * the exit once it sees `final`, and the Go sync treats both as no-ops.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const closing = (runId: string): ReadonlyArray<LogRecord> => [
+  envelope(runId, { recordType: { case: "final", value: create(FinalRecordSchema, {}) } }),
+  envelope(runId, { recordType: { case: "footer", value: create(FooterRecordSchema, {}) } })
+]

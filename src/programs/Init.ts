@@ -1,0 +1,538 @@
+/**
+ * `init`: resolves settings, prepares the run directory and transaction log, starts the writer fiber and
+ * hands back a `Run` whose finish is tied to the caller's scope.
+ *
+ * @since 0.1.0
+ */
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
+import * as Cause from "effect/Cause"
+import * as Console from "effect/Console"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import * as Schedule from "effect/Schedule"
+import * as Scope from "effect/Scope"
+import {
+  ConfigFileError,
+  CredentialsMissing,
+  type FinishTimeout,
+  type InitError,
+  InvalidArgument,
+  InvalidSettings,
+  SettingViolation,
+  StorageError
+} from "../domain/Errors.js"
+import * as ExtendedJson from "../domain/ExtendedJson.js"
+import * as Footer from "../domain/Footer.js"
+import * as InitOptions from "../domain/InitOptions.js"
+import * as Records from "../domain/Records.js"
+import * as RunConfig from "../domain/RunConfig.js"
+import * as RunId from "../domain/RunId.js"
+import * as Settings from "../domain/Settings.js"
+import type { Record as LogRecord } from "../internal/proto/wandb_internal_pb.js"
+import { type RunEvent, RunCore } from "../internal/runCore.js"
+import { RunDirectory, type RunPaths } from "../layers/RunDirectory.js"
+import { SettingsSources } from "../layers/SettingsSources.js"
+import { type LogWriter, TransactionLog } from "../layers/TransactionLog.js"
+import type { FinishOptions, FinishResult, Run } from "./Run.js"
+
+/**
+ * The services `init` needs; `Wandb.layer` provides them on Node.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type WandbEnv = SettingsSources | RunDirectory | TransactionLog | FileSystem.FileSystem | Path.Path
+
+const runCores = new WeakMap<Run, RunCore>()
+
+/**
+ * The synchronous core behind a run, for the Promise facade's hot path.
+ *
+ * @internal
+ */
+export const coreOf = (run: Run): RunCore | undefined => runCores.get(run)
+
+// -----------------------------------------------------------------------------
+// settings and config
+// -----------------------------------------------------------------------------
+
+interface Prepared {
+  readonly settings: Settings.SettingsWithProvenance
+  readonly config: RunConfig.ConfigValues
+  readonly cwd: string
+  readonly filesRead: ReadonlyArray<string>
+}
+
+// 10 MiB: the largest line a W&B server accepts; a config past it could never be synced.
+const MAX_CONFIG_BYTES = 10 * 1024 * 1024
+
+const readConfigFile = (fs: FileSystem.FileSystem, path: Path.Path, file: string, cwd: string) =>
+  fs.readFileString(path.resolve(cwd, file)).pipe(
+    Effect.mapError((error) =>
+      new ConfigFileError({
+        path: file,
+        reason: error._tag === "SystemError" && error.reason === "NotFound" ? "the file does not exist" : error.message
+      })
+    ),
+    Effect.flatMap((text) => {
+      const parsed = RunConfig.fromYaml(text)
+      return parsed.ok ? Effect.succeed(parsed.values) : Effect.fail(new ConfigFileError({ path: file, reason: parsed.reason }))
+    })
+  )
+
+const prepare = (options: unknown) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const loaded = yield* (yield* SettingsSources).load
+    const decoded = InitOptions.decode(options)
+    const violations: Array<SettingViolation> = [...loaded.violations, ...decoded.violations]
+
+    let config: RunConfig.ConfigValues = {}
+    const input = decoded.config
+    if (typeof input === "string") {
+      const fromFile = yield* readConfigFile(fs, path, input, loaded.cwd).pipe(Effect.either)
+      if (fromFile._tag === "Right") config = fromFile.right
+      else violations.push(new SettingViolation({ setting: "config", source: "init-argument", reason: fromFile.left.message }))
+    } else if (Array.isArray(input)) {
+      config = RunConfig.fromArgv(input as ReadonlyArray<string>)
+    } else if (input !== undefined) {
+      config = RunConfig.fromObject(input as Record<string, unknown>)
+    }
+    config = RunConfig.filterKeys(config, decoded.configIncludeKeys, decoded.configExcludeKeys)
+
+    const resolved = Settings.resolve(
+      loaded.machine,
+      [...loaded.sources, decoded.initSettings, decoded.initArguments],
+      violations
+    )
+    if (resolved._tag === "Left") return yield* Effect.fail(resolved.left)
+    let settings = resolved.right
+
+    // magic captures the program's command-line flags; values given in `config` win over them.
+    if (settings.magic.value) config = { ...RunConfig.fromArgv(process.argv.slice(2)), ...config }
+
+    const size = ExtendedJson.stringify(config).length
+    if (size > MAX_CONFIG_BYTES) {
+      return yield* Effect.fail(
+        new InvalidSettings({
+          violations: [
+            new SettingViolation({
+              setting: "config",
+              source: "init-argument",
+              reason: `is ${size} bytes as JSON; W&B accepts at most ${MAX_CONFIG_BYTES}`
+            })
+          ]
+        })
+      )
+    }
+
+    if (settings.project.value === undefined) {
+      settings = Settings.override(settings, "project", yield* inferProject(loaded.cwd), "inferred")
+    }
+    return { settings, config, cwd: loaded.cwd, filesRead: loaded.filesRead } satisfies Prepared
+  })
+
+// The project defaults to the name of the git repository the program runs in, else "uncategorized",
+// as in the official client.
+const inferProject = (cwd: string) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    let dir = path.resolve(cwd)
+    for (;;) {
+      if (yield* fs.exists(path.join(dir, ".git")).pipe(Effect.orElseSucceed(() => false))) {
+        const name = path.basename(dir)
+        const relative = path.relative(dir, cwd)
+        return relative === "" ? name : `${name}-${relative.split(path.sep).join("_")}`
+      }
+      const parent = path.dirname(dir)
+      if (parent === dir) return "uncategorized"
+      dir = parent
+    }
+  })
+
+// -----------------------------------------------------------------------------
+// printing
+// -----------------------------------------------------------------------------
+
+interface Printer {
+  readonly info: (line: string) => Effect.Effect<void>
+  readonly essential: (line: string) => Effect.Effect<void>
+  readonly warn: (line: string) => Effect.Effect<void>
+}
+
+const makePrinter = (settings: Settings.Settings): Printer => {
+  const print = (line: string) => (settings.silent ? Effect.void : Console.error(`wandb: ${line}`))
+  return {
+    info: (line) => (settings.quiet ? Effect.void : print(line)),
+    essential: print,
+    warn: (line) => print(`WARNING ${line}`)
+  }
+}
+
+// -----------------------------------------------------------------------------
+// the run
+// -----------------------------------------------------------------------------
+
+const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number =>
+  Exit.isSuccess(exit) ? 0 : Cause.isInterruptedOnly(exit.cause) ? 255 : 1
+
+// Each batch of history rows is followed by one summary record with the latest value of every key the
+// rows carried, as wandb-core follows each row with its derived summary; one per batch keeps the log small.
+const eventRecords = (runId: string, events: ReadonlyArray<RunEvent>): Array<LogRecord> => {
+  const records: Array<LogRecord> = []
+  let derived: Record<string, unknown> | undefined
+  const closeBatch = () => {
+    if (derived !== undefined) records.push(Records.summary(runId, derived))
+    derived = undefined
+  }
+  for (const event of events) {
+    if (event._tag !== "History") closeBatch()
+    switch (event._tag) {
+      case "History": {
+        records.push(Records.history(runId, event.row, event.runtime))
+        derived ??= {}
+        Object.assign(derived, event.row.values)
+        derived["_step"] = event.row.step
+        derived["_runtime"] = event.runtime
+        derived["_timestamp"] = event.row.timestamp
+        break
+      }
+      case "Summary":
+        records.push(Records.summary(runId, event.set, event.removed))
+        break
+      case "Config":
+        records.push(Records.config(runId, event.changed))
+        break
+      case "Preempting":
+        records.push(Records.preempting(runId))
+        break
+    }
+  }
+  closeBatch()
+  return records
+}
+
+interface Journal {
+  readonly write: (records: ReadonlyArray<LogRecord>) => Effect.Effect<void>
+  readonly flush: Effect.Effect<void, StorageError>
+  readonly sync: Effect.Effect<void, StorageError>
+}
+
+// Numbers records 1, 2, 3… in the order they reach the log; the writer fiber and finish share it.
+const makeJournal = (writer: LogWriter): Journal => {
+  let num = 0n
+  return {
+    write: (records) =>
+      Effect.suspend(() => {
+        for (const record of records) record.num = ++num
+        return writer.append(records)
+      }),
+    flush: writer.flush,
+    sync: writer.sync
+  }
+}
+
+/**
+ * Starts a run. Its finish is registered in the current scope: the scope closing finishes the run with
+ * exit code 0 on success, 1 on failure and 255 on interruption.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const init = (
+  options?: InitOptions.InitOptions
+): Effect.Effect<Run, InitError, Scope.Scope | WandbEnv> =>
+  Effect.acquireRelease(
+    start(options),
+    (run, exit) => run.finish({ exitCode: exitCodeOf(exit) }).pipe(Effect.ignoreLogged)
+  ).pipe(Effect.withSpan("Wandb.init"))
+
+const start = (options: InitOptions.InitOptions | undefined) =>
+  Effect.gen(function*() {
+    const prepared = yield* prepare(options)
+    const values = Settings.values(prepared.settings)
+    const printer = makePrinter(values)
+    const startTime = new Date()
+
+    if (prepared.filesRead.length > 0) yield* printer.info(`Loading settings from ${prepared.filesRead.join(", ")}`)
+
+    let settings = prepared.settings
+    let mode = values.mode
+    if (mode === "online") {
+      // The online sender arrives with the W&B protocol; until then online runs are kept on disk and
+      // reach the server with `wandb-effect sync`.
+      if (values.apiKey === undefined && values.force) {
+        return yield* Effect.fail(new CredentialsMissing({ baseUrl: values.baseUrl }))
+      }
+      const why = values.apiKey === undefined ? "No API key is configured" : "Live upload is not available yet"
+      yield* printer.essential(`${why}; this run is saved offline and can be synced later.`)
+      mode = "offline"
+      settings = Settings.override(settings, "mode", "offline", "fallback: no live sender")
+    }
+    if (values.resume !== undefined && mode === "offline") {
+      yield* printer.warn(`resume "${values.resume}" is ignored since this run is offline.`)
+    }
+
+    const runId = values.id ?? RunId.generate()
+    if (values.id === undefined) settings = Settings.override(settings, "id", runId, "generated")
+
+    const core = new RunCore({
+      runId,
+      startTimeMs: startTime.getTime(),
+      startingStep: 0,
+      config: prepared.config,
+      allowValChange: values.allowValChange,
+      recordEvents: mode !== "disabled",
+      warn: (message) => Effect.runSync(printer.warn(message))
+    })
+
+    const finalValues = Settings.values(settings)
+    const base = {
+      id: runId,
+      name: finalValues.name,
+      project: mode === "disabled" && finalValues.project === "uncategorized" ? "dummy" : finalValues.project!,
+      entity: finalValues.entity ?? (mode === "disabled" ? "dummy" : ""),
+      mode,
+      url: undefined,
+      resumed: false,
+      startingStep: 0,
+      settings
+    }
+
+    if (mode === "disabled") return makeDisabledRun(base, core)
+    return yield* startOffline(base, core, finalValues, printer, startTime, prepared.cwd)
+  })
+
+type RunBase = Pick<Run, "id" | "name" | "project" | "entity" | "mode" | "url" | "resumed" | "startingStep" | "settings">
+
+const configMembers = (core: RunCore, readFile: (file: string) => Effect.Effect<RunConfig.ConfigValues, ConfigFileError>) => ({
+  get: Effect.sync(() => core.config),
+  update: (values: InitOptions.ConfigInput, options?: { readonly allowValChange?: boolean | undefined }) =>
+    Effect.gen(function*() {
+      const parsed = typeof values === "string" ? yield* readFile(values) : RunCore.configFromInput(values)
+      if (parsed instanceof InvalidArgument || parsed instanceof ConfigFileError) return yield* Effect.fail(parsed)
+      const error = core.updateConfig(parsed, options?.allowValChange)
+      if (error !== undefined) return yield* Effect.fail(error)
+    })
+})
+
+const fromResult = <E>(error: E | undefined): Effect.Effect<void, E> =>
+  error === undefined ? Effect.void : Effect.fail(error)
+
+const makeDisabledRun = (base: RunBase, core: RunCore): Run => {
+  // A disabled run keeps every member working in memory and never touches disk or network.
+  const result: FinishResult = {
+    runId: base.id,
+    exitCode: 0,
+    historyRows: 0,
+    droppedRows: 0,
+    runDir: undefined,
+    url: undefined
+  }
+  const run: Run = {
+    ...base,
+    dir: undefined,
+    step: Effect.sync(() => core.step),
+    log: (data, options) => Effect.suspend(() => fromResult(core.log(data, options))),
+    config: configMembers(core, (file) => Effect.fail(new ConfigFileError({ path: file, reason: "disabled run" }))),
+    summary: {
+      get: Effect.sync(() => core.summary()),
+      update: (values) => Effect.suspend(() => fromResult(core.updateSummary(values)))
+    },
+    finish: (options) =>
+      Effect.sync(() => {
+        core.flushHistory()
+        return { ...result, exitCode: options?.exitCode ?? 0, historyRows: core.historyRows, droppedRows: core.droppedRows }
+      }),
+    markPreempting: Effect.void
+  }
+  runCores.set(run, core)
+  return run
+}
+
+const startOffline = (
+  base: RunBase,
+  core: RunCore,
+  values: Settings.Settings,
+  printer: Printer,
+  startTime: Date,
+  cwd: string
+) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const runDirectory = yield* RunDirectory
+    const log = yield* TransactionLog
+    const outer = yield* Effect.scope
+
+    const paths = yield* runDirectory.create({
+      root: path.resolve(cwd, values.dir),
+      runId: base.id,
+      offline: true,
+      startTime,
+      useDotWandb: values.useDotWandb,
+      symlink: values.symlink
+    })
+    yield* runDirectory.debug(paths, "INFO", `wandb-effect ${Records.SDK_VERSION} starting run ${base.id} (offline)`)
+
+    // The run's own resources live in a child scope, so an explicit finish releases them at once while the
+    // caller's scope stays open.
+    const runScope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
+    const writer = yield* log.create(paths.transactionLog).pipe(
+      Scope.extend(runScope),
+      Effect.mapError((error) => new StorageError(error))
+    )
+    const journal = makeJournal(writer)
+
+    const info: Records.RunInfo = {
+      runId: base.id,
+      entity: values.entity,
+      project: base.project,
+      displayName: values.name,
+      group: values.group,
+      jobType: values.jobType,
+      notes: values.notes,
+      tags: values.tags ?? [],
+      host: values.host,
+      startTime,
+      config: core.config,
+      startingStep: 0,
+      resumed: false,
+      gitRemoteUrl: values.gitRemoteUrl,
+      gitCommit: values.gitCommit
+    }
+    yield* journal.write([Records.header(base.id), Records.run(info)])
+    yield* journal.flush
+
+    const drainOnce = Effect.suspend(() => journal.write(eventRecords(base.id, core.drain()))).pipe(
+      Effect.zipRight(journal.flush)
+    )
+    // A failed flush keeps its bytes buffered in the writer, so the next tick writes them again.
+    yield* drainOnce.pipe(
+      Effect.catchAll((error) => runDirectory.debug(paths, "ERROR", error.message)),
+      Effect.repeat(Schedule.spaced(Duration.seconds(values.flushInterval))),
+      Effect.interruptible,
+      Effect.forkIn(runScope)
+    )
+
+    yield* printer.info(`Tracking run with wandb-effect version ${Records.SDK_VERSION}`)
+    yield* printer.essential(`Run data is saved locally in ${paths.runDir}`)
+    yield* printer.info("Run is offline: nothing is sent until you sync it.")
+
+    const finished = yield* Deferred.make<FinishResult, FinishTimeout | StorageError>()
+    let finishing = false
+
+    const performFinish = (options: FinishOptions | undefined) =>
+      Effect.gen(function*() {
+        const exitCode = options?.exitCode ?? 0
+        core.flushHistory()
+        const runtime = (Date.now() - core.startTimeMs) / 1000
+        core.setSummaryLeaves({ _wandb: { runtime: Math.floor(runtime) }, _runtime: runtime })
+        core.finished = true
+
+        yield* journal.write([
+          ...eventRecords(base.id, core.drain()),
+          Records.exit(base.id, exitCode, runtime),
+          ...Records.closing(base.id)
+        ])
+        yield* journal.sync
+        yield* Scope.close(runScope, Exit.void)
+
+        yield* writeRunFiles(runDirectory, paths, core, values, startTime).pipe(Effect.provideService(Path.Path, path))
+        yield* runDirectory.debug(paths, "INFO", `run ${base.id} finished with exit code ${exitCode}`)
+
+        const result: FinishResult = {
+          runId: base.id,
+          exitCode,
+          historyRows: core.historyRows,
+          droppedRows: core.droppedRows,
+          runDir: paths.runDir,
+          url: undefined
+        }
+        if (!values.quiet) {
+          const lines = Footer.render({
+            runId: base.id,
+            name: base.name,
+            offline: true,
+            runDir: paths.runDir,
+            url: undefined,
+            histories: core.histories(),
+            summary: core.summaryDotted(),
+            droppedRows: core.droppedRows,
+            logsDir: path.relative(process.cwd(), paths.logsDir) || ".",
+            syncCommand: `npx wandb-effect sync ${paths.runDir}`
+          })
+          for (const line of lines) yield* printer.essential(line)
+        }
+        return result
+      })
+
+    const finish = (options?: FinishOptions) =>
+      Effect.suspend(() => {
+        if (finishing) return Deferred.await(finished)
+        finishing = true
+        return performFinish(options).pipe(
+          Effect.exit,
+          Effect.flatMap((exit) => Deferred.done(finished, exit)),
+          Effect.zipRight(Deferred.await(finished)),
+          Effect.uninterruptible
+        )
+      }).pipe(Effect.withSpan("Run.finish", { attributes: { runId: base.id } }))
+
+    const run: Run = {
+      ...base,
+      dir: paths.runDir,
+      step: Effect.sync(() => core.step),
+      log: (data, options) => Effect.suspend(() => fromResult(core.log(data, options))),
+      config: configMembers(core, (file) => readConfigFile(fs, path, file, cwd)),
+      summary: {
+        get: Effect.sync(() => core.summary()),
+        update: (data) => Effect.suspend(() => fromResult(core.updateSummary(data)))
+      },
+      finish,
+      markPreempting: Effect.suspend(() => fromResult(core.markPreempting()))
+    }
+    runCores.set(run, core)
+    return run
+  })
+
+// The files the official client leaves in `files/` at finish, in its formats.
+const writeRunFiles = (
+  runDirectory: RunDirectory["Type"],
+  paths: RunPaths,
+  core: RunCore,
+  values: Settings.Settings,
+  startTime: Date
+) =>
+  Effect.gen(function*() {
+    const path = yield* Path.Path
+    const telemetry = { "5": Records.SDK_VERSION, "13": `node-${process.version}` }
+    const wandbKey = { cli_version: Records.SDK_VERSION, t: telemetry, m: [], start_time: startTime.getTime() / 1000 }
+    yield* runDirectory.writeFile(path.join(paths.filesDir, "config.yaml"), RunConfig.toYaml(core.config, wandbKey))
+    yield* runDirectory.writeFile(
+      path.join(paths.filesDir, "wandb-summary.json"),
+      ExtendedJson.stringify(core.summary()) + "\n"
+    )
+    const metadata = {
+      os: `${process.platform}-${process.arch}`,
+      startedAt: startTime.toISOString(),
+      args: process.argv.slice(2),
+      program: values.program,
+      root: paths.root,
+      host: values.host,
+      username: values.username,
+      executable: process.execPath,
+      ...(values.gitRemoteUrl !== undefined || values.gitCommit !== undefined
+        ? { git: { remote: values.gitRemoteUrl, commit: values.gitCommit } }
+        : {}),
+      writerId: core.runId
+    }
+    yield* runDirectory.writeFile(path.join(paths.filesDir, "wandb-metadata.json"), JSON.stringify(metadata, null, 2))
+  })
+
