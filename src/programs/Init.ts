@@ -465,7 +465,7 @@ const startOffline = (
             histories: core.histories(),
             summary: core.summaryDotted(),
             droppedRows: core.droppedRows,
-            logsDir: path.relative(process.cwd(), paths.logsDir) || ".",
+            logsDir: displayPath(path, paths.logsDir),
             syncCommand: `npx wandb-effect sync ${paths.runDir}`
           })
           for (const line of lines) yield* printer.essential(line)
@@ -501,6 +501,12 @@ const startOffline = (
     runCores.set(run, core)
     return run
   })
+
+// Inside the working directory a relative path is shorter to read; elsewhere the absolute one is clearer.
+const displayPath = (path: Path.Path, file: string): string => {
+  const relative = path.relative(process.cwd(), file)
+  return relative === "" ? "." : relative.startsWith("..") ? file : relative
+}
 
 // The files the official client leaves in `files/` at finish, in its formats.
 const writeRunFiles = (
