@@ -314,8 +314,10 @@ const chunkTypeName = (type: number): string =>
  *
  * The scan stops at the first damage and reports it; every record before it is returned. A file may end
  * 1 to 6 bytes before a block boundary without padding (the writers pad only before another record), and
- * padding that reaches the block end with nothing after it is accepted. Zero bytes where a record should
- * start are reported as corrupt: no writer leaves them, and the official Python reader rejects them.
+ * padding that reaches the block end with nothing after it is accepted; padding cut off by the end of the
+ * file is truncated, like any record the writer had begun. Zero bytes where a chunk header should start
+ * are corrupt, whether 7 or more (a zeroed chunk header) or fewer at the end of the file: no writer leaves
+ * them, and the official Python reader rejects them.
  *
  * @since 0.1.0
  * @category scanning
