@@ -340,6 +340,16 @@ const header = (request: http.IncomingMessage, name: string): string | null => {
   return value === undefined ? null : Array.isArray(value) ? value.join(", ") : value
 }
 
+/** The request's headers whose (lower-cased) names pass `keep`, repeated values joined. */
+const headerRecord = (request: http.IncomingMessage, keep: (name: string) => boolean): Record<string, string> => {
+  const record: Record<string, string> = {}
+  for (const name of Object.keys(request.headers)) {
+    const value = header(request, name)
+    if (keep(name) && value !== null) record[name] = value
+  }
+  return record
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 const DEFAULT_FEATURES: ReadonlyArray<ServerFeature> = [
@@ -644,10 +654,6 @@ class WandbTestServer implements TestServer {
     }
     const operation = target.channel === "graphql" ? operationOf(body) : null
 
-    const wandbHeaders: Record<string, string> = {}
-    for (const [name, value] of Object.entries(request.headers)) {
-      if (name.startsWith("x-wandb-") && value !== undefined) wandbHeaders[name] = String(value)
-    }
     const entry: MutableRecord = {
       n: this.log.length + 1,
       channel: target.channel,
@@ -664,7 +670,7 @@ class WandbTestServer implements TestServer {
       userAgent: header(request, "user-agent"),
       contentType: header(request, "content-type"),
       contentEncoding,
-      wandbHeaders,
+      wandbHeaders: headerRecord(request, (name) => name.startsWith("x-wandb-")),
       body,
       bodyBytes: raw.byteLength
     }
@@ -794,14 +800,10 @@ class WandbTestServer implements TestServer {
     const run = this.store.find(target.key)
     if (run === undefined) return errorReply("upload", 404, "run not found")
 
-    const headers: Record<string, string> = {}
-    for (const [name, value] of Object.entries(request.headers)) {
-      if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(", ") : value
-    }
     run.uploads.push({
       name: target.name,
       bytes: new Uint8Array(raw),
-      headers,
+      headers: headerRecord(request, () => true),
       hadAuthorization: request.headers.authorization !== undefined,
       receivedAt: Date.now()
     })

@@ -6,7 +6,18 @@
 import { randomBytes } from "node:crypto"
 import { parseExtendedJson, stringifyExtendedJson } from "./serverJson.js"
 import type { RunKey, RunRecord, Store } from "./serverState.js"
-import { EVENTS, HISTORY, isObject, keyString, lineCount, OUTPUT, summaryText, tail, telemetry } from "./serverState.js"
+import {
+  EVENTS,
+  HISTORY,
+  isObject,
+  keyString,
+  lineCount,
+  OUTPUT,
+  summaryText,
+  tail,
+  telemetry,
+  tryParseObject
+} from "./serverState.js"
 
 /** The `viewer` the server reports for every accepted key (§4.3, E1). */
 export interface ViewerInfo {
@@ -233,13 +244,19 @@ const runFor = (context: GraphqlContext, entity: string | null, project: string 
 const notFound = (entity: string | null, project: string | null, name: string): string =>
   `run ${entity ?? "<default entity>"}/${project ?? DEFAULT_PROJECT}/${name} not found`
 
-const createRunFiles = (context: GraphqlContext, variables: Record<string, unknown>): GraphqlReply => {
+/** The input CreateRunFiles and MarkRunFilesUploaded share: the run's path and the file names (§4.8). */
+const runFilesInput = (context: GraphqlContext, variables: Record<string, unknown>) => {
   const entity = requiredString(variables, "entity")
   const project = requiredString(variables, "project")
   const name = requiredString(variables, "run")
   const files = requiredStrings(variables, "files")
   const run = runFor(context, entity, project, name)
-  if (run === undefined) return failed("createRunFiles", notFound(entity, project, name))
+  return { run, files, missing: notFound(entity, project, name) }
+}
+
+const createRunFiles = (context: GraphqlContext, variables: Record<string, unknown>): GraphqlReply => {
+  const { files, missing, run } = runFilesInput(context, variables)
+  if (run === undefined) return failed("createRunFiles", missing)
 
   const path = [run.key.entity, run.key.project, run.key.name].map(encodeURIComponent).join("/")
   return ok({
@@ -273,7 +290,7 @@ const rewindRun = (context: GraphqlContext, variables: Record<string, unknown>):
   const history = run.files.get(HISTORY)
   if (history !== undefined) {
     for (const [index, text] of history.entries()) {
-      const row = parseRow(text)
+      const row = tryParseObject(text)
       if (row !== undefined && typeof row["_step"] === "number" && row["_step"] > metricValue) {
         history.truncate(index)
         break
@@ -282,15 +299,6 @@ const rewindRun = (context: GraphqlContext, variables: Record<string, unknown>):
   }
   run.rewinds++
   return ok({ rewindRun: { rewoundRun: bucketShape(context, run) } })
-}
-
-const parseRow = (text: string): Record<string, unknown> | undefined => {
-  try {
-    const value = parseExtendedJson(text)
-    return isObject(value) ? value : undefined
-  } catch {
-    return undefined
-  }
 }
 
 const stopRun = (context: GraphqlContext, variables: Record<string, unknown>): GraphqlReply => {
@@ -325,12 +333,8 @@ const notifyScriptableRunAlert = (context: GraphqlContext, variables: Record<str
 }
 
 const markRunFilesUploaded = (context: GraphqlContext, variables: Record<string, unknown>): GraphqlReply => {
-  const entity = requiredString(variables, "entity")
-  const project = requiredString(variables, "project")
-  const name = requiredString(variables, "run")
-  const files = requiredStrings(variables, "files")
-  const run = runFor(context, entity, project, name)
-  if (run === undefined) return failed("markRunFilesUploaded", notFound(entity, project, name))
+  const { files, missing, run } = runFilesInput(context, variables)
+  if (run === undefined) return failed("markRunFilesUploaded", missing)
   run.markedUploaded.push(...files)
   return ok({ markRunFilesUploaded: { success: true } })
 }

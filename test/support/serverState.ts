@@ -309,15 +309,14 @@ export const lineCount = (run: RunRecord, name: string): number => run.files.get
 /** The summary the server reports: the last line of `wandb-summary.json` (§5.3.2), else the upserted one. */
 export const summaryText = (run: RunRecord): string => run.files.get(SUMMARY)?.last() ?? run.upsertSummary ?? "{}"
 
-/** Tails are JSON arrays of line strings; the real server's length is not determined (§10), ten here. */
+/** The last `count` stored lines of a file as a JSON array of line strings (`historyTail`, `eventsTail`). */
 export const tail = (run: RunRecord, name: string, count: number): string =>
   JSON.stringify((run.files.get(name)?.texts() ?? []).slice(-count))
 
-/** The run's config parsed, or `undefined` when it has none or it does not parse. */
-export const parsedConfig = (run: RunRecord): Record<string, unknown> | undefined => {
-  if (run.config === null) return undefined
+/** A stored line parsed as an object, or `undefined` when it is not one. */
+export const tryParseObject = (text: string): Record<string, unknown> | undefined => {
   try {
-    const value = parseExtendedJson(run.config)
+    const value = parseExtendedJson(text)
     return isObject(value) ? value : undefined
   } catch {
     return undefined
@@ -326,7 +325,7 @@ export const parsedConfig = (run: RunRecord): Record<string, unknown> | undefine
 
 /** `config._wandb.value.t`, whose presence makes a run "exist" for resume (§4.5). */
 export const telemetry = (run: RunRecord): unknown => {
-  const wandb = parsedConfig(run)?.["_wandb"]
+  const wandb = run.config === null ? undefined : tryParseObject(run.config)?.["_wandb"]
   const value = isObject(wandb) ? wandb["value"] : undefined
   return isObject(value) && "t" in value ? value["t"] : undefined
 }
