@@ -166,8 +166,10 @@ interface Printer {
   readonly warn: (line: string) => Effect.Effect<void>
 }
 
-const makePrinter = (settings: Settings.Settings): Printer => {
-  const print = (line: string) => (settings.silent ? Effect.void : Console.error(`wandb: ${line}`))
+// The console is captured when the run starts, so lines printed later from the synchronous core (a
+// dropped-row warning inside `log`) go where the caller's `Console` sends them.
+const makePrinter = (settings: Settings.Settings, console: Console.Console): Printer => {
+  const print = (line: string) => (settings.silent ? Effect.void : console.error(`wandb: ${line}`))
   return {
     info: (line) => (settings.quiet ? Effect.void : print(line)),
     essential: print,
@@ -257,7 +259,7 @@ const start = (options: InitOptions.InitOptions | undefined) =>
   Effect.gen(function*() {
     const prepared = yield* prepare(options)
     const values = Settings.values(prepared.settings)
-    const printer = makePrinter(values)
+    const printer = makePrinter(values, yield* Console.consoleWith(Effect.succeed))
     const startTime = new Date()
 
     if (prepared.filesRead.length > 0) yield* printer.info(`Loading settings from ${prepared.filesRead.join(", ")}`)
