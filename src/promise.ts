@@ -158,7 +158,11 @@ export class Run {
    * flush interval. Throws `RunFinished` after finish and `InvalidArgument` for a non-object.
    */
   log(data: Record<string, unknown>, options?: LogOptions): void {
-    throwIf(this.core.log(data, options))
+    const error = this.core.log(data, options)
+    // Once a signal or a crash is ending the process, timers of the program may still fire and log into
+    // the run being finished for it; those calls are let go instead of turning into a second crash.
+    if (error?._tag === "RunFinished" && shuttingDown) return
+    throwIf(error)
   }
 
   /** Tells the server the run is about to be stopped by its scheduler. */
@@ -188,6 +192,7 @@ export class Run {
 
 const live = new Set<Run>()
 let current: Run | undefined
+let shuttingDown = false
 
 const finishAll = (exitCode: number) =>
   Promise.allSettled([...live].map((r) => r.finish({ exitCode })))
@@ -201,6 +206,7 @@ const onUncaughtException = (error: unknown) => {
   // runs as failed, and exit 1. With other listeners present the program has chosen to carry on.
   if (process.listenerCount("uncaughtException") > 1) return
   process.stderr.write(`${error instanceof Error ? error.stack ?? String(error) : String(error)}\n`)
+  shuttingDown = true
   void finishAll(1).then(() => process.exit(1))
 }
 
@@ -208,6 +214,7 @@ const onSignal = (signal: "SIGINT" | "SIGTERM") => {
   if (signal === "SIGTERM") for (const r of live) r.markPreempting()
   const code = signal === "SIGINT" ? 130 : 143
   const alone = process.listenerCount(signal) === 1
+  shuttingDown = alone
   void finishAll(255).then(() => {
     if (alone) process.exit(code)
   })

@@ -3,7 +3,7 @@ import { type HistoryRow, PATH_SEPARATOR, StepState, unflatten } from "../src/do
 import * as ExtendedJson from "../src/domain/ExtendedJson.js"
 import { SummaryState } from "../src/domain/Summary.js"
 
-type Call = [data: Record<string, unknown>, step?: number, commit?: boolean]
+type Call = [data: Record<string, unknown>, step?: number | undefined, commit?: boolean]
 
 const play = (calls: ReadonlyArray<Call>) => {
   const state = new StepState()

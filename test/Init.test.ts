@@ -5,7 +5,7 @@ import * as Fiber from "effect/Fiber"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { CredentialsMissing, DirectoryNotWritable, InvalidArgument, RunFinished, Wandb } from "wandb-effect"
-import { historyRow, recordsOf, runDirsUnder, tempDir, typeOf } from "./support/runFiles.js"
+import { historyRow, recordsOf, tempDir, typeOf } from "./support/runFiles.js"
 
 const silent = { WANDB_SILENT: "true" }
 const provide = (cwd: string, env: Record<string, string> = silent) => Effect.provide(Wandb.layerTest({ cwd, env }))

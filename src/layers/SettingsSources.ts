@@ -135,11 +135,18 @@ const readSettingsFile = (
     )
   )
 
+const optionalEnv = (name: string) =>
+  Config.option(Config.string(name)).pipe(
+    Effect.map(Option.filter((value) => value !== "")),
+    Effect.orElseSucceed(() => Option.none<string>())
+  )
+
 const readEnvironment: Effect.Effect<SourceValues> = Effect.gen(function*() {
   const values: Array<SourceValues["values"][number]> = []
   for (const key of settingKeys) {
     for (const name of environmentNames(key)) {
-      const raw = yield* Config.option(Config.string(name)).pipe(Effect.orElseSucceed(() => Option.none()))
+      // An empty variable (`WANDB_MODE= npm start`) counts as unset, as shells make it easy to write.
+      const raw = yield* optionalEnv(name)
       if (Option.isSome(raw)) {
         values.push({ key, raw: raw.value, origin: name })
         break
@@ -148,12 +155,6 @@ const readEnvironment: Effect.Effect<SourceValues> = Effect.gen(function*() {
   }
   return { source: "environment", values }
 })
-
-const optionalEnv = (name: string) =>
-  Config.option(Config.string(name)).pipe(
-    Effect.map(Option.filter((value) => value !== "")),
-    Effect.orElseSucceed(() => Option.none<string>())
-  )
 
 /**
  * Builds the service from machine facts; files through `FileSystem`, variables through `Config`.

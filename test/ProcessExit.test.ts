@@ -1,0 +1,116 @@
+import { describe, expect, it } from "vitest"
+import { type ChildProcess, spawn } from "node:child_process"
+import * as path from "node:path"
+import { pathToFileURL } from "node:url"
+import { historyRow, logFileOf, readLog, recordsOf, tempDir, typeOf } from "./support/runFiles.js"
+
+const scripts = path.join(import.meta.dirname, "fixtures", "scripts")
+// The children run from their own temp dir, so tsx's loader is named by its absolute location.
+const tsxLoader = pathToFileURL(path.join(import.meta.dirname, "..", "node_modules", "tsx", "dist", "loader.mjs")).href
+
+const start = (script: string, dir: string): ChildProcess =>
+  spawn(process.execPath, ["--import", tsxLoader, "--conditions=source", path.join(scripts, script), dir], {
+    cwd: dir,
+    env: { ...cleanEnv(), WANDB_SILENT: "true", HOME: dir },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+
+// The children see no WANDB_* variable of the machine running the tests.
+const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("WANDB_")))
+
+interface Ended {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+const collect = (child: ChildProcess) => {
+  let stdout = ""
+  let stderr = ""
+  child.stdout!.on("data", (chunk) => (stdout += chunk))
+  child.stderr!.on("data", (chunk) => (stderr += chunk))
+  const ended = new Promise<Ended>((resolve) =>
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }))
+  )
+  const waitFor = (pattern: RegExp) =>
+    new Promise<RegExpMatchArray>((resolve, reject) => {
+      const check = () => {
+        const match = stdout.match(pattern)
+        if (match !== null) {
+          child.stdout!.off("data", check)
+          resolve(match)
+        }
+      }
+      child.stdout!.on("data", check)
+      child.on("close", () => reject(new Error(`exited before ${pattern}: ${stderr}`)))
+      check()
+    })
+  return { ended, waitFor, output: () => stdout }
+}
+
+const exitCodeIn = async (runDir: string) => {
+  const records = await recordsOf(runDir)
+  const exit = records.find((r) => typeOf(r) === "exit")
+  return exit?.recordType.case === "exit" ? exit.recordType.value.exitCode : undefined
+}
+
+describe("process exit without finish", () => {
+  it("a script that never calls finish leaves a complete run with exit code 0", async () => {
+    const dir = tempDir()
+    const child = collect(start("forget-finish.ts", dir))
+    const ended = await child.ended
+    expect(ended.code, ended.stderr).toBe(0)
+    const runDir = ended.stdout.trim()
+    const records = await recordsOf(runDir)
+    expect(records.filter((r) => typeOf(r) === "history").map((r) => historyRow(r).i)).toEqual([0, 1, 2])
+    expect(records.map(typeOf).slice(-3)).toEqual(["exit", "final", "footer"])
+    expect(await exitCodeIn(runDir)).toBe(0)
+  })
+
+  it("SIGTERM mid-run: the exit record says 255, the run is marked preempting, the process exits 143", async () => {
+    const dir = tempDir()
+    const process = start("log-forever.ts", dir)
+    const child = collect(process)
+    const [, runDir] = await child.waitFor(/dir (.+)\n/)
+    await child.waitFor(/logged 50\n/)
+    process.kill("SIGTERM")
+    const ended = await child.ended
+    expect(ended.code, ended.stderr).toBe(143)
+    expect(await exitCodeIn(runDir!)).toBe(255)
+    const types = (await recordsOf(runDir!)).map(typeOf)
+    expect(types).toContain("preempting")
+    expect(types.filter((t) => t === "history").length).toBeGreaterThanOrEqual(50)
+  })
+
+  it("an uncaught exception finishes the run with exit code 1 and the process exits 1", async () => {
+    const dir = tempDir()
+    const child = collect(start("throw-after-init.ts", dir))
+    const ended = await child.ended
+    expect(ended.code).toBe(1)
+    expect(ended.stderr).toContain("the training loop crashed")
+    expect(await exitCodeIn(ended.stdout.trim())).toBe(1)
+  })
+
+  it("SIGKILL: every record up to the last flush reads back cleanly", async () => {
+    const dir = tempDir()
+    const process = start("log-forever.ts", dir)
+    const child = collect(process)
+    const [, runDir] = await child.waitFor(/dir (.+)\n/)
+    await child.waitFor(/logged 100\n/)
+    // Rows reported by now were logged at least one flush interval (0.1 s) before the kill below.
+    const reported = Math.max(...[...child.output().matchAll(/logged (\d+)/g)].map((m) => Number(m[1])))
+    await new Promise((resolve) => setTimeout(resolve, 400))
+    process.kill("SIGKILL")
+    const ended = await child.ended
+    expect(ended.signal).toBe("SIGKILL")
+
+    const contents = await readLog(logFileOf(runDir!))
+    expect(contents.damage._tag).toBe("None")
+    const rows = contents.records.filter((e) => typeOf(e.record) === "history").map((e) => historyRow(e.record))
+    expect(rows.length).toBeGreaterThanOrEqual(reported)
+    expect(rows.map((r) => r.row)).toEqual(rows.map((_, i) => i))
+    expect(rows.map((r) => r._step)).toEqual(rows.map((_, i) => i))
+    expect(contents.records.some((e) => typeOf(e.record) === "exit")).toBe(false)
+  })
+})
