@@ -509,3 +509,47 @@ describe("TransactionLog", () => {
       ))
   })
 })
+
+describe("bounded reads of a live log", () => {
+  it.effect("reads a log in windows of at most maxBytes, whole records only, and widens for a large record", () =>
+    withLog((log, dir) =>
+      Effect.gen(function*() {
+        const file = path.join(dir, "windows.wandb")
+        const writer = yield* log.create(file)
+        const records = [header(1), ...Array.from({ length: 60 }, (_, i) => history(i + 2, [["loss", String(i)]]))]
+        records.splice(30, 0, recordOfSize(5_000, 99))
+        yield* writer.append(records)
+        yield* writer.flush
+        assert.strictEqual(writer.written(), yield* writer.position)
+
+        const seen: Array<number> = []
+        let offset = 0
+        let reads = 0
+        for (;;) {
+          const window = yield* log.readFrom(file, offset, { maxBytes: 300 })
+          reads++
+          assert.isTrue(Option.isNone(window.damage))
+          seen.push(...window.records.map((entry) => Number(entry.record.num)))
+          offset = window.end
+          if (window.reachedEnd) break
+        }
+        assert.deepStrictEqual(seen, records.map((record) => Number(record.num)))
+        assert.isAbove(reads, 2)
+
+        const upTo = yield* log.readFrom(file, 0, { until: 7 + 20 })
+        assert.isAtMost(upTo.end, 27)
+      })
+    ))
+
+  it.effect("appendAndFlushSync writes at once, without a fiber", () =>
+    withLog((log, dir) =>
+      Effect.gen(function*() {
+        const file = path.join(dir, "sync.wandb")
+        const writer = yield* log.create(file)
+        assert.isUndefined(writer.appendAndFlushSync([header(1), history(2, [["a", "1"]])]))
+        assert.strictEqual(fs.statSync(file).size, writer.written())
+        const contents = yield* log.read(file)
+        assert.deepStrictEqual(contents.records.map((entry) => Number(entry.record.num)), [1, 2])
+      })
+    ))
+})

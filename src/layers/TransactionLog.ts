@@ -19,6 +19,7 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import { StorageError, TransactionLogCorrupt, TransactionLogTruncated } from "../domain/Errors.js"
 import * as LogFraming from "../domain/LogFraming.js"
+import * as NodeFs from "node:fs"
 import type { Record } from "../internal/proto/wandb_internal_pb.js"
 import { RecordSchema } from "../internal/proto/wandb_internal_pb.js"
 
@@ -46,6 +47,13 @@ export interface LogWriter {
   readonly sync: Effect.Effect<void, StorageError>
   /** The file's length once everything appended so far is written, header included. */
   readonly position: Effect.Effect<number>
+  /**
+   * Appends and writes at once, without a fiber: for draining a backlog from inside a synchronous
+   * training loop. Returns the write's error, if any; the bytes then stay buffered for the next flush.
+   */
+  readonly appendAndFlushSync: (records: ReadonlyArray<Record>) => StorageError | undefined
+  /** Bytes on disk so far: a reader of the live log finds only whole records below this offset. */
+  readonly written: () => number
 }
 
 /**
@@ -89,6 +97,8 @@ export interface LogContents {
    * returned by this read.
    */
   readonly damage: Option.Option<LogDamage>
+  /** False when a bounded read (`maxBytes`) stopped before the end of the bytes on disk. */
+  readonly reachedEnd: boolean
 }
 
 /**
@@ -107,7 +117,11 @@ export interface Service {
    * Reads the records from the record boundary `offset` on: the `end` of an earlier read, or a record's
    * `offset`. 0 and 7 both mean the start of the file.
    */
-  readonly readFrom: (path: string, offset: number) => Effect.Effect<LogContents, StorageError>
+  readonly readFrom: (
+    path: string,
+    offset: number,
+    options?: { readonly maxBytes?: number | undefined; readonly until?: number | undefined }
+  ) => Effect.Effect<LogContents, StorageError>
   /** Reads a whole log and fails with its damage, if any. */
   readonly readOrFail: (path: string) => Effect.Effect<ReadonlyArray<LogEntry>, StorageError | LogDamage>
 }
@@ -130,21 +144,32 @@ const RETAINED_CAPACITY = 4 * 1024 * 1024
 const storageError = (path: string, operation: string) => (error: PlatformError): StorageError =>
   new StorageError({ path, operation, reason: error.message })
 
-const makeWriter = (fs: FileSystem.FileSystem, path: string) =>
-  Effect.gen(function*() {
-    const file = yield* fs.open(path, { flag: "wx" }).pipe(Effect.mapError(storageError(path, "create")))
-    yield* file.writeAll(Uint8Array.from(LogFraming.FILE_HEADER)).pipe(
-      Effect.mapError(storageError(path, "write"))
-    )
+const nodeError = (path: string, operation: string, error: unknown): StorageError =>
+  new StorageError({ path, operation, reason: error instanceof Error ? error.message : String(error) })
 
-    // Bytes in [flushed, used) are framed but not yet written. Indices stay put while a write is in
-    // flight, so appends during a flush only ever add after `used`.
+// The writer writes synchronously, straight from the calling fiber. A training loop that never yields to
+// the event loop must still be able to push its rows to disk (see `flushNow`) or memory would grow with
+// every row; and one thread writing in order can never leave a hole or a torn record between flushes.
+// Writes go to the page cache, so they cost about as much as the encoding before them.
+const makeWriter = (path: string) =>
+  Effect.gen(function*() {
+    const fd = yield* Effect.try({
+      try: () => NodeFs.openSync(path, "wx"),
+      catch: (error) => nodeError(path, "create", error)
+    })
+    const header = Uint8Array.from(LogFraming.FILE_HEADER)
+    yield* Effect.try({
+      try: () => NodeFs.writeSync(fd, header),
+      catch: (error) => nodeError(path, "write", error)
+    })
+
+    // Bytes in [flushed, used) are framed but not yet written.
     let buffer = new Uint8Array(INITIAL_CAPACITY)
     let flushed = 0
     let used = 0
     let position = LogFraming.FILE_HEADER_LENGTH
+    let written = LogFraming.FILE_HEADER_LENGTH
     let closed = false
-    const lock = yield* Effect.makeSemaphore(1)
 
     const reserve = (length: number) => {
       if (used + length <= buffer.length) return
@@ -155,32 +180,31 @@ const makeWriter = (fs: FileSystem.FileSystem, path: string) =>
       buffer = next
     }
 
-    const append = (records: ReadonlyArray<Record>): Effect.Effect<void> =>
-      Effect.sync(() => {
-        if (closed) throw new Error(`TransactionLog.append: the writer of ${path} is closed`)
-        for (let i = 0; i < records.length; i++) {
-          if (records[i]!.recordType.case === undefined) {
-            throw new Error(`TransactionLog.append: record ${i} of the batch has no record type`)
-          }
+    const appendNow = (records: ReadonlyArray<Record>): void => {
+      if (closed) throw new Error(`TransactionLog.append: the writer of ${path} is closed`)
+      for (let i = 0; i < records.length; i++) {
+        if (records[i]!.recordType.case === undefined) {
+          throw new Error(`TransactionLog.append: record ${i} of the batch has no record type`)
         }
+      }
 
-        const usedBefore = used
-        const positionBefore = position
-        try {
-          for (let i = 0; i < records.length; i++) {
-            const payload = toBinary(RecordSchema, records[i]!)
-            const length = LogFraming.framedLength(position, payload.length)
-            reserve(length)
-            LogFraming.writeFramed(buffer, used, position, payload)
-            used += length
-            position += length
-          }
-        } catch (error) {
-          used = usedBefore
-          position = positionBefore
-          throw error
+      const usedBefore = used
+      const positionBefore = position
+      try {
+        for (let i = 0; i < records.length; i++) {
+          const payload = toBinary(RecordSchema, records[i]!)
+          const length = LogFraming.framedLength(position, payload.length)
+          reserve(length)
+          LogFraming.writeFramed(buffer, used, position, payload)
+          used += length
+          position += length
         }
-      })
+      } catch (error) {
+        used = usedBefore
+        position = positionBefore
+        throw error
+      }
+    }
 
     const compact = () => {
       if (flushed === used) {
@@ -194,46 +218,56 @@ const makeWriter = (fs: FileSystem.FileSystem, path: string) =>
       }
     }
 
-    // Uninterruptible: a write that completed after an interruption would otherwise be written again.
-    const flushNow: Effect.Effect<void, StorageError> = Effect.suspend(() => {
-      const until = used
-      const loop: Effect.Effect<void, StorageError> = Effect.suspend(() => {
-        if (flushed >= until) return Effect.void
-        return file.write(buffer.subarray(flushed, until)).pipe(
-          Effect.mapError(storageError(path, "write")),
-          Effect.flatMap((written) => {
-            if (written === BigInt(0)) {
-              return Effect.fail(new StorageError({ path, operation: "write", reason: "no bytes were written" }))
-            }
-            flushed += Number(written)
-            return loop
-          })
-        )
-      })
-      return Effect.ensuring(loop, Effect.sync(compact))
-    }).pipe(Effect.uninterruptible)
+    // Bytes a failed write did not take stay buffered, so the next flush writes them again: nothing that
+    // was appended is dropped, and nothing is written twice.
+    const flushNow = (): StorageError | undefined => {
+      try {
+        while (flushed < used) {
+          const count = NodeFs.writeSync(fd, buffer, flushed, used - flushed)
+          if (count === 0) return new StorageError({ path, operation: "write", reason: "no bytes were written" })
+          flushed += count
+          written += count
+        }
+        return undefined
+      } catch (error) {
+        return nodeError(path, "write", error)
+      } finally {
+        compact()
+      }
+    }
 
-    const syncNow = flushNow.pipe(Effect.zipRight(file.sync.pipe(Effect.mapError(storageError(path, "sync")))))
+    const fromResult = (error: StorageError | undefined) => (error === undefined ? Effect.void : Effect.fail(error))
+
+    const syncNow = Effect.suspend(() => fromResult(flushNow())).pipe(
+      Effect.zipRight(Effect.try({ try: () => NodeFs.fsyncSync(fd), catch: (error) => nodeError(path, "sync", error) }))
+    )
 
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => {
+        if (closed) return Effect.void
         closed = true
-        return lock.withPermits(1)(syncNow)
-      }).pipe(
-        Effect.catchAll((error) =>
-          Effect.logWarning("The transaction log could not be written completely when it was closed").pipe(
-            Effect.annotateLogs({ path, reason: error.reason })
-          )
+        return syncNow.pipe(
+          Effect.catchAll((error) =>
+            Effect.logWarning("The transaction log could not be written completely when it was closed").pipe(
+              Effect.annotateLogs({ path, reason: error.reason })
+            )
+          ),
+          Effect.ensuring(Effect.sync(() => NodeFs.closeSync(fd)))
         )
-      )
+      })
     )
 
     const writer: LogWriter = {
       path,
-      append,
-      flush: lock.withPermits(1)(flushNow),
-      sync: lock.withPermits(1)(syncNow),
-      position: Effect.sync(() => position)
+      append: (records) => Effect.sync(() => appendNow(records)),
+      flush: Effect.suspend(() => fromResult(flushNow())),
+      sync: syncNow,
+      position: Effect.sync(() => position),
+      appendAndFlushSync: (records) => {
+        appendNow(records)
+        return flushNow()
+      },
+      written: () => written
     }
     return writer
   }).pipe(Effect.withSpan("TransactionLog.create", { attributes: { path } }))
@@ -263,7 +297,8 @@ const decode = (path: string, scanned: LogFraming.ScanResult, start: number): Lo
   const corrupt = (offset: number, reason: string): LogContents => ({
     records,
     end,
-    damage: Option.some(toDamage(path, { kind: "corrupt", offset, reason }, records.length))
+    damage: Option.some(toDamage(path, { kind: "corrupt", offset, reason }, records.length)),
+    reachedEnd: true
   })
 
   for (const found of scanned.records) {
@@ -283,7 +318,7 @@ const decode = (path: string, scanned: LogFraming.ScanResult, start: number): Lo
   const damage = scanned.damage === undefined
     ? Option.none()
     : Option.some(toDamage(path, scanned.damage, records.length))
-  return { records, end: scanned.end, damage }
+  return { records, end: scanned.end, damage, reachedEnd: true }
 }
 
 const readWhole = (fs: FileSystem.FileSystem, path: string) =>
@@ -296,26 +331,41 @@ const readWhole = (fs: FileSystem.FileSystem, path: string) =>
     })
   )
 
-const readTail = (fs: FileSystem.FileSystem, path: string, offset: number) =>
+const readTail = (fs: FileSystem.FileSystem, path: string, offset: number, maxBytes: number, until: number) =>
   Effect.scoped(Effect.gen(function*() {
     const file = yield* fs.open(path, { flag: "r" })
-    const size = Number((yield* file.stat).size)
+    const size = Math.min(Number((yield* file.stat).size), until)
     if (size < offset) {
       const reason = `the file is ${size} bytes long, shorter than the offset`
       const damage = toDamage(path, { kind: "corrupt", offset, reason }, 0)
-      return { records: [], end: offset, damage: Option.some(damage) } satisfies LogContents
+      return { records: [], end: offset, damage: Option.some(damage), reachedEnd: true } satisfies LogContents
     }
 
-    // A live log may grow while this reads; only the bytes present at the stat are taken.
-    const bytes = new Uint8Array(size - offset)
+    // A live log may grow while this reads; only the bytes present at the stat are taken. A bounded read
+    // that cuts a record in two is not damage: the record is read whole next time, and a record larger
+    // than the bound is read by widening the window until it fits.
+    let window = Math.max(1, maxBytes)
     yield* file.seek(offset, "start")
-    let filled = 0
-    while (filled < bytes.length) {
-      const read = Number(yield* file.read(bytes.subarray(filled)))
-      if (read === 0) break
-      filled += read
+    for (;;) {
+      const length = Math.min(size - offset, window)
+      const bytes = new Uint8Array(length)
+      let filled = 0
+      while (filled < length) {
+        const read = Number(yield* file.read(bytes.subarray(filled)))
+        if (read === 0) break
+        filled += read
+      }
+      const contents = decode(path, LogFraming.scan(bytes.subarray(0, filled), offset), offset)
+      const cut = offset + filled < size
+      if (!cut) return contents
+      const cutInsideRecord = Option.isSome(contents.damage) && contents.damage.value._tag === "TransactionLogTruncated"
+      if (cutInsideRecord && contents.records.length === 0) {
+        window *= 2
+        yield* file.seek(offset, "start")
+        continue
+      }
+      return { ...contents, damage: cutInsideRecord ? Option.none() : contents.damage, reachedEnd: false }
     }
-    return decode(path, LogFraming.scan(bytes.subarray(0, filled), offset), offset)
   })).pipe(Effect.mapError(storageError(path, "read")))
 
 // ---------------------------------------------------------------------------------------------------------
@@ -332,10 +382,20 @@ export const make: Effect.Effect<Service, never, FileSystem.FileSystem> = Effect
   const read = (path: string) =>
     readWhole(fs, path).pipe(Effect.withSpan("TransactionLog.read", { attributes: { path } }))
 
-  const readFrom = (path: string, offset: number) =>
-    offset <= LogFraming.FILE_HEADER_LENGTH
+  const readFrom = (
+    path: string,
+    offset: number,
+    options?: { readonly maxBytes?: number | undefined; readonly until?: number | undefined }
+  ) =>
+    offset <= LogFraming.FILE_HEADER_LENGTH && options?.maxBytes === undefined && options?.until === undefined
       ? read(path)
-      : readTail(fs, path, offset).pipe(Effect.withSpan("TransactionLog.readFrom", { attributes: { path, offset } }))
+      : readTail(
+        fs,
+        path,
+        Math.max(offset, LogFraming.FILE_HEADER_LENGTH),
+        options?.maxBytes ?? Number.MAX_SAFE_INTEGER,
+        options?.until ?? Number.MAX_SAFE_INTEGER
+      ).pipe(Effect.withSpan("TransactionLog.readFrom", { attributes: { path, offset } }))
 
   const readOrFail = (path: string) =>
     Effect.flatMap(read(path), (contents) =>
@@ -344,7 +404,7 @@ export const make: Effect.Effect<Service, never, FileSystem.FileSystem> = Effect
         onSome: (damage) => Effect.fail(damage)
       }))
 
-  return TransactionLog.of({ create: (path) => makeWriter(fs, path), read, readFrom, readOrFail })
+  return TransactionLog.of({ create: makeWriter, read, readFrom, readOrFail })
 })
 
 /**
