@@ -33,6 +33,11 @@ export interface RunCoreOptions {
   readonly recordEvents: boolean
   readonly warn: (message: string) => void
   readonly now?: () => number
+  /**
+   * Called synchronously when this many events wait for the writer: a loop that never yields to the
+   * event loop leaves the writer fiber no chance to run, so the backlog is written from inside `log`.
+   */
+  readonly backlogLimit?: number
 }
 
 const isRecord = (value: unknown): value is Record<string, unknown> =>
@@ -54,6 +59,9 @@ export class RunCore {
   private readonly samplers = new Map<string, Sparkline.Sampler>()
   private queue: Array<RunEvent> = []
   private warnedAboutDrops = false
+  private readonly backlogLimit: number
+  /** Set by whoever owns the writer; see `RunCoreOptions.backlogLimit`. */
+  onBacklog: (() => void) | undefined
 
   constructor(options: RunCoreOptions) {
     this.runId = options.runId
@@ -64,6 +72,7 @@ export class RunCore {
     this.recordEvents = options.recordEvents
     this.warn = options.warn
     this.now = options.now ?? Date.now
+    this.backlogLimit = options.backlogLimit ?? 4096
   }
 
   get step(): number {
@@ -114,7 +123,10 @@ export class RunCore {
       }
       sampler.add(value)
     }
-    if (this.recordEvents) this.queue.push({ _tag: "History", row, runtime })
+    if (this.recordEvents) {
+      this.queue.push({ _tag: "History", row, runtime })
+      if (this.queue.length >= this.backlogLimit && this.onBacklog !== undefined) this.onBacklog()
+    }
   }
 
   /** Commits the pending row, as finish does before the exit. */

@@ -222,21 +222,33 @@ const eventRecords = (runId: string, events: ReadonlyArray<RunEvent>): Array<Log
 
 interface Journal {
   readonly write: (records: ReadonlyArray<LogRecord>) => Effect.Effect<void>
+  /** Numbers, appends and writes at once, from synchronous code. */
+  readonly writeNow: (records: ReadonlyArray<LogRecord>) => StorageError | undefined
   readonly flush: Effect.Effect<void, StorageError>
   readonly sync: Effect.Effect<void, StorageError>
+  readonly writer: LogWriter
 }
 
-// Numbers records 1, 2, 3… in the order they reach the log; the writer fiber and finish share it.
+// Numbers records 1, 2, 3… in the order they reach the log; the writer fiber, the backlog drain and finish
+// share it.
 const makeJournal = (writer: LogWriter): Journal => {
   let num = 0n
+  const number = (records: ReadonlyArray<LogRecord>) => {
+    for (const record of records) record.num = ++num
+  }
   return {
     write: (records) =>
       Effect.suspend(() => {
-        for (const record of records) record.num = ++num
+        number(records)
         return writer.append(records)
       }),
+    writeNow: (records) => {
+      number(records)
+      return writer.appendAndFlushSync(records)
+    },
     flush: writer.flush,
-    sync: writer.sync
+    sync: writer.sync,
+    writer
   }
 }
 
@@ -412,6 +424,10 @@ const startOffline = (
     yield* journal.write([Records.header(base.id), Records.run(info)])
     yield* journal.flush
 
+    core.onBacklog = () => {
+      const error = journal.writeNow(eventRecords(base.id, core.drain()))
+      if (error !== undefined) Effect.runFork(runDirectory.debug(paths, "ERROR", error.message))
+    }
     const drainOnce = Effect.suspend(() => journal.write(eventRecords(base.id, core.drain()))).pipe(
       Effect.zipRight(journal.flush)
     )
