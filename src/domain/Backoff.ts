@@ -89,9 +89,9 @@ export const retryAfterMillis = (value: string | undefined, nowMillis: number): 
   const text = value.trim()
   if (text === "") return undefined
   if (/^\d+(\.\d+)?$/.test(text)) return Number(text) * 1000
-  // An HTTP date always names the weekday first ("Wed, 21 Oct 2015 07:28:00 GMT"); requiring the letters
-  // keeps a list such as "1, 2" from being read as a date by the lenient Date parser.
-  if (!/^[A-Za-z]{3},/.test(text)) return undefined
+  // Every HTTP date form starts with the weekday ("Wed, 21 Oct 2015 07:28:00 GMT"); requiring it keeps a
+  // list such as "1, 2" from being read as a date by the lenient Date parser.
+  if (!/^[A-Za-z]{3,9},?\s/.test(text)) return undefined
   const at = Date.parse(text)
   return Number.isNaN(at) ? undefined : Math.max(0, at - nowMillis)
 }

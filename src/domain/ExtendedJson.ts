@@ -14,6 +14,8 @@
  * @category encoding
  */
 export const stringify = (value: unknown): string => {
+  // Metric values are nearly always finite numbers; they skip the general writer.
+  if (typeof value === "number" && Number.isFinite(value)) return Object.is(value, -0) ? "0" : String(value)
   const out: Array<string> = []
   write(value, out)
   return out.join("")

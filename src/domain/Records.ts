@@ -17,9 +17,9 @@ import {
   HeaderRecordSchema,
   type HistoryItem,
   HistoryItemSchema,
-  HistoryRecordSchema,
-  HistoryStepSchema,
   type Record as LogRecord,
+  type _RecordInfo,
+  _RecordInfoSchema,
   RecordSchema,
   RunExitRecordSchema,
   RunPreemptingRecordSchema,
@@ -31,7 +31,7 @@ import {
   VersionInfoSchema
 } from "../internal/proto/wandb_internal_pb.js"
 import * as ExtendedJson from "./ExtendedJson.js"
-import { type FlatRow, type HistoryRow, splitPath } from "./History.js"
+import { type FlatRow, type HistoryRow, PATH_SEPARATOR, splitPath } from "./History.js"
 
 /**
  * The version of this SDK, written as the producer of every log.
@@ -71,6 +71,16 @@ export interface RunInfo {
   readonly resumed: boolean
   readonly gitRemoteUrl: string | undefined
   readonly gitCommit: string | undefined
+}
+
+const infos = new Map<string, _RecordInfo>()
+const streamInfo = (runId: string): _RecordInfo => {
+  let info = infos.get(runId)
+  if (info === undefined) {
+    info = create(_RecordInfoSchema, { streamId: runId })
+    infos.set(runId, info)
+  }
+  return info
 }
 
 const envelope = (runId: string, fill: Partial<LogRecord>): LogRecord =>
@@ -132,6 +142,15 @@ const pathItem = <A extends HistoryItem | SummaryItem>(
   value: unknown
 ): A => create(schema, { nestedKey: splitPath(key), valueJson: ExtendedJson.stringify(value) }) as A
 
+// History items are the bulk of every log. They are built as complete message literals (every field set,
+// as `create` would) because `create` costs as much as the encoding itself on this path.
+const historyItem = (key: string, valueJson: string): HistoryItem => ({
+  $typeName: "wandb_internal.HistoryItem",
+  key: "",
+  nestedKey: key.includes(PATH_SEPARATOR) ? splitPath(key) : [key],
+  valueJson
+})
+
 /**
  * One history row: the user's values, then `_step`, `_runtime` and `_timestamp`, every item addressed
  * by `nested_key` as wandb-core writes them.
@@ -143,17 +162,25 @@ export const history = (runId: string, row: HistoryRow, runtime: number): LogRec
   const items: Array<HistoryItem> = []
   for (const key in row.values) {
     if (key === "_timestamp" || key === "_runtime") continue
-    items.push(pathItem(HistoryItemSchema, key, row.values[key]))
+    items.push(historyItem(key, ExtendedJson.stringify(row.values[key])))
   }
-  items.push(pathItem(HistoryItemSchema, "_step", row.step))
-  items.push(pathItem(HistoryItemSchema, "_runtime", runtime))
-  items.push(pathItem(HistoryItemSchema, "_timestamp", row.timestamp))
-  return envelope(runId, {
+  items.push(historyItem("_step", String(row.step)))
+  items.push(historyItem("_runtime", ExtendedJson.stringify(runtime)))
+  items.push(historyItem("_timestamp", ExtendedJson.stringify(row.timestamp)))
+  return {
+    $typeName: "wandb_internal.Record",
+    num: 0n,
+    uuid: "",
     recordType: {
       case: "history",
-      value: create(HistoryRecordSchema, { item: items, step: create(HistoryStepSchema, { num: BigInt(row.step) }) })
-    }
-  })
+      value: {
+        $typeName: "wandb_internal.HistoryRecord",
+        item: items,
+        step: { $typeName: "wandb_internal.HistoryStep", num: BigInt(row.step) }
+      }
+    },
+    Info: streamInfo(runId)
+  }
 }
 
 /**
