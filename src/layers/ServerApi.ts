@@ -488,7 +488,9 @@ const UPSERT_BUCKET = `mutation UpsertBucket(
   }
 }`
 
-const CREATE_RUN_FILES = `mutation CreateRunFiles($entity: String!, $project: String!, $run: String!, $files: [String!]!) {
+const CREATE_RUN_FILES = `mutation CreateRunFiles(
+  $entity: String!, $project: String!, $run: String!, $files: [String!]!
+) {
   createRunFiles(input: { entityName: $entity, projectName: $project, runName: $run, files: $files }) {
     runID
     uploadHeaders
@@ -756,7 +758,7 @@ const makeClient = (http: HttpClient.HttpClient, config: ConnectionConfig): Serv
     ),
     Effect.flatMap(({ viewer }) =>
       viewer === null
-        ? Effect.fail(new CredentialsRejected({ baseUrl, status: 200, reason: "the server knows no user for this key" }))
+        ? Effect.fail(new CredentialsRejected({ baseUrl, status: 200, reason: "the server knows no user for the key" }))
         : Effect.succeed<Viewer>({ entity: viewer.entity, username: viewer.username, email: viewer.email })
     ),
     Effect.withSpan("ServerApi.viewer")
