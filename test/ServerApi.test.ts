@@ -7,6 +7,7 @@ import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as TestClock from "effect/TestClock"
 import * as TestServices from "effect/TestServices"
+import * as Tracer from "effect/Tracer"
 import * as Backoff from "../src/domain/Backoff.js"
 import { CredentialsRejected, NetworkError, ServerError } from "../src/domain/Errors.js"
 import type { ConnectionConfig, ServerClient } from "../src/layers/ServerApi.js"
@@ -99,7 +100,10 @@ describe("ServerApi operations", () => {
       const features = yield* client.serverFeatures
       expect([...features].sort()).toEqual(["EXPAND_DEFINED_METRIC_GLOBS", "STRUCTURED_CONSOLE_LOGS"])
       const [request] = server.requests({ operation: "ServerFeaturesQuery" })
-      expect(request?.body).toEqual({ query: expect.stringContaining("features"), operationName: "ServerFeaturesQuery" })
+      expect(request?.body).toEqual({
+        query: expect.stringContaining("features"),
+        operationName: "ServerFeaturesQuery"
+      })
     }).pipe(Effect.provide(HttpLive)))
 
   it.scopedLive("ServerFeaturesQuery: an old server's validation error and a dead server both mean no features", () =>
@@ -184,7 +188,8 @@ describe("ServerApi operations", () => {
 
   it.scopedLive("UpsertBucket: 200 with errors fails with the server's messages and is not retried", () =>
     Effect.gen(function*() {
-      const body = { data: { upsertBucket: null }, errors: [{ message: "invalid project name" }, { message: "and more" }] }
+      const errors = [{ message: "invalid project name" }, { message: "and more" }]
+      const body = { data: { upsertBucket: null }, errors }
       const { client, server } = yield* setup({ faults: { rule: Faults.always(Faults.status(200, { body })) } })
       const error = yield* Effect.flip(createRun(client))
       assert(error instanceof ServerError)
@@ -319,7 +324,8 @@ describe("ServerApi operations", () => {
       const run = yield* createRun(client)
       const files = yield* client.createRunFiles({ ...pathOf(run), files: ["a.txt", "b.txt"] })
 
-      const upload = (r: { readonly n: number }) => r.n === 1 ? Faults.status(500) : r.n === 2 ? Faults.status(429) : undefined
+      const upload = (r: { readonly n: number }) =>
+        r.n === 1 ? Faults.status(500) : r.n === 2 ? Faults.status(429) : undefined
       server.setFaults({ rule: Faults.onChannel("upload", upload) })
       yield* client.uploadFile(files.files[0]!.uploadUrl!, files.uploadHeaders, new Uint8Array([1]))
       expect(statuses(server.requests({ channel: "upload" }))).toEqual([500, 429, 200])
@@ -389,6 +395,98 @@ describe("ServerApi operations", () => {
     }).pipe(Effect.provide(HttpLive)))
 })
 
+describe("ServerApi answers", () => {
+  it.scopedLive("Viewer tolerates errors beside an account; no account at all is a rejected key", () =>
+    Effect.gen(function*() {
+      const partial = {
+        data: { viewer: { id: "VXNlcjox", entity: "alice", username: "alice", email: null } },
+        errors: [{ message: "Cannot query field \"teams\" on type \"User\"." }]
+      }
+      const first = Faults.firstN(1, Faults.status(200, { body: partial }))
+      const { client, server } = yield* setup({ faults: { rule: first } })
+      expect(yield* client.viewer).toEqual({ entity: "alice", username: "alice", email: undefined })
+
+      server.setFaults({ rule: Faults.always(Faults.status(200, { body: { data: { viewer: null } } })) })
+      const rejected = yield* Effect.flip(client.viewer)
+      assert(rejected instanceof CredentialsRejected)
+      expect(rejected.status).toBe(200)
+
+      const failed = { data: { viewer: null }, errors: [{ message: "internal error" }] }
+      server.setFaults({ rule: Faults.always(Faults.status(200, { body: failed })) })
+      const error = yield* Effect.flip(client.viewer)
+      assert(error instanceof ServerError)
+      expect(error.body).toBe("internal error")
+    }).pipe(Effect.provide(HttpLive)))
+
+  it.scopedLive("answers that do not fit the operation are ServerErrors saying so", () =>
+    Effect.gen(function*() {
+      const html = Faults.status(200, { body: new TextEncoder().encode("<html>") })
+      const { client, server } = yield* setup({ faults: { rule: Faults.always(html) } })
+      const notJson = yield* Effect.flip(createRun(client))
+      assert(notJson instanceof ServerError)
+      expect(notJson.body).toContain("not JSON")
+
+      server.setFaults({ rule: Faults.always(Faults.status(200, { body: { data: { upsertBucket: { bucket: 7 } } } })) })
+      const misshapen = yield* Effect.flip(createRun(client))
+      assert(misshapen instanceof ServerError)
+      expect(misshapen.body).toContain("unexpected answer")
+
+      server.setFaults({ rule: Faults.always(Faults.status(200, { body: {} })) })
+      const empty = yield* Effect.flip(createRun(client))
+      expect(empty).toMatchObject({ _tag: "ServerError", body: "the answer has no data" })
+      expect(server.requests()).toHaveLength(3)
+    }).pipe(Effect.provide(HttpLive)))
+
+  it.live("a URL that cannot be requested fails at once, without retries", () =>
+    Effect.gen(function*() {
+      const api = yield* ServerApi.ServerApi
+      const client = api.connect({
+        baseUrl: "http://127.0.0.1:99999",
+        apiKey: Redacted.make(KEY),
+        graphqlRetry: { retryMax: 5, waitMin: "1 hour" }
+      })
+      // a retry would sleep for an hour, far past the timeout
+      const error = yield* Effect.flip(client.viewer).pipe(Effect.timeout("5 seconds"))
+      assert(error instanceof NetworkError)
+      expect(error.reason).toContain("invalid URL")
+    }).pipe(Effect.provide(HttpLive)))
+
+  it.scopedLive("every operation runs in a span named ServerApi.<operation>", () =>
+    Effect.gen(function*() {
+      const names: Array<string> = []
+      const inner = yield* Effect.tracer
+      const recording = Tracer.make({
+        span: (name, ...rest) => {
+          names.push(name)
+          return inner.span(name, ...rest)
+        },
+        context: (f, fiber) => inner.context(f, fiber)
+      })
+      const { client } = yield* setup()
+      yield* Effect.gen(function*() {
+        yield* client.viewer
+        yield* client.serverFeatures
+        const run = yield* createRun(client)
+        yield* client.runResumeStatus({ project: "demo", runId: run.runId })
+        const files = yield* client.createRunFiles({ ...pathOf(run), files: ["a"] })
+        yield* client.uploadFile(files.files[0]!.uploadUrl!, {}, new Uint8Array([1]))
+        yield* client.fileStream(pathOf(run), {})
+      }).pipe(Effect.withTracer(recording))
+
+      expect(names.filter((name) => name.startsWith("ServerApi."))).toEqual([
+        "ServerApi.viewer",
+        "ServerApi.serverFeatures",
+        "ServerApi.upsertBucket",
+        "ServerApi.runResumeStatus",
+        "ServerApi.createRunFiles",
+        "ServerApi.uploadFile",
+        "ServerApi.fileStream"
+      ])
+      // the upload's own HTTP span would record the signed URL, so there is none
+      expect(names.filter((name) => name.startsWith("http.client"))).toHaveLength(6)
+    }).pipe(Effect.provide(HttpLive)))
+})
+
 describe("ServerApi credentials", () => {
   it.scopedLive("401 at Viewer is CredentialsRejected with the server's reason, sent once, without the key", () =>
     Effect.gen(function*() {
@@ -452,7 +550,8 @@ describe("ServerApi retries", () => {
 
   it.scopedLive("409 is retried for UpsertBucket only", () =>
     Effect.gen(function*() {
-      const { client, server } = yield* setup({ faults: { rule: Faults.onOperation("UpsertBucket", Faults.firstN(1, 409)) } })
+      const rule = Faults.onOperation("UpsertBucket", Faults.firstN(1, 409))
+      const { client, server } = yield* setup({ faults: { rule } })
       const run = yield* createRun(client)
       expect(run.inserted).toBe(true)
       expect(statuses(server.requests({ operation: "UpsertBucket" }))).toEqual([409, 200])

@@ -570,18 +570,32 @@ type Attempt =
     readonly headers: Headers.Headers
     readonly body: string
   }
-  | { readonly _tag: "NoAnswer"; readonly reason: string }
+  | { readonly _tag: "NoAnswer"; readonly reason: string; readonly retryable: boolean }
 
 type Answer = Extract<Attempt, { readonly _tag: "Answer" }>
 
-const transportReason = (error: HttpClientError.HttpClientError): string => {
+// Failures that would repeat identically on every attempt: a URL that cannot be requested, a body that
+// cannot be encoded, a certificate the client does not trust.
+const CERTIFICATE_ERRORS = new Set([
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE"
+])
+
+const noAnswer = (error: HttpClientError.HttpClientError): Attempt => {
   const cause = error.cause as { readonly message?: unknown; readonly code?: unknown } | undefined
-  const detail = typeof cause?.message === "string" && cause.message !== ""
-    ? cause.message
-    : typeof cause?.code === "string"
-    ? cause.code
-    : error.reason
-  return error._tag === "ResponseError" ? `the answer broke off (${detail})` : detail
+  const code = typeof cause?.code === "string" ? cause.code : undefined
+  const detail = typeof cause?.message === "string" && cause.message !== "" ? cause.message : code ?? error.reason
+  if (error._tag === "ResponseError") {
+    return { _tag: "NoAnswer", reason: `the answer broke off (${detail})`, retryable: true }
+  }
+  const final = error.reason !== "Transport" || (code !== undefined && CERTIFICATE_ERRORS.has(code))
+  const reason = error.reason === "InvalidUrl" ? `invalid URL (${detail})` : detail
+  return { _tag: "NoAnswer", reason, retryable: !final }
 }
 
 const makeClient = (http: HttpClient.HttpClient, config: ConnectionConfig): ServerClient => {
@@ -631,7 +645,7 @@ const makeClient = (http: HttpClient.HttpClient, config: ConnectionConfig): Serv
           body
         }))
       ),
-      Effect.catchAll((error) => Effect.succeed<Attempt>({ _tag: "NoAnswer", reason: transportReason(error) }))
+      Effect.catchAll((error) => Effect.succeed(noAnswer(error)))
     )
     if (!Duration.isFinite(policy.attemptTimeout)) return exchange
     return exchange.pipe(
@@ -640,7 +654,8 @@ const makeClient = (http: HttpClient.HttpClient, config: ConnectionConfig): Serv
         onSuccess: (result) => result,
         onTimeout: (): Attempt => ({
           _tag: "NoAnswer",
-          reason: `no answer within ${Duration.format(policy.attemptTimeout)}`
+          reason: `no answer within ${Duration.format(policy.attemptTimeout)}`,
+          retryable: true
         })
       })
     )
@@ -671,6 +686,9 @@ const makeClient = (http: HttpClient.HttpClient, config: ConnectionConfig): Serv
           return Effect.succeed(result)
         }
         const attempts = n + 1
+        if (result._tag === "NoAnswer" && !result.retryable) {
+          return Effect.fail(new NetworkError({ operation, reason: scrub(result.reason) }))
+        }
         if (n >= policy.retryMax) {
           return Effect.fail(
             result._tag === "Answer"
@@ -707,7 +725,8 @@ const makeClient = (http: HttpClient.HttpClient, config: ConnectionConfig): Serv
     operation: string,
     document: string,
     variables: Record<string, unknown> | undefined,
-    schema: Schema.Schema<A, I>
+    schema: Schema.Schema<A, I>,
+    acceptPartial?: (data: A) => boolean
   ): Effect.Effect<A, ServerError | NetworkError> =>
     Effect.gen(function*() {
       const payload = variables === undefined
@@ -732,11 +751,16 @@ const makeClient = (http: HttpClient.HttpClient, config: ConnectionConfig): Serv
       } catch {
         return yield* serverError(operation, 200, `the answer is not JSON: ${answer.body.slice(0, 200)}`)
       }
-      if (isRecord(json) && Array.isArray(json.errors) && json.errors.length > 0) {
-        return yield* serverError(operation, 200, errorMessageOf(answer.body))
-      }
+      const hasErrors = isRecord(json) && Array.isArray(json.errors) && json.errors.length > 0
       const data = isRecord(json) ? json.data : undefined
+      if (data === undefined || data === null) {
+        return yield* serverError(operation, 200, hasErrors ? errorMessageOf(answer.body) : "the answer has no data")
+      }
       const decoded = Schema.decodeUnknownEither(schema)(data)
+      if (hasErrors) {
+        const usable = acceptPartial !== undefined && Either.isRight(decoded) && acceptPartial(decoded.right)
+        if (!usable) return yield* serverError(operation, 200, errorMessageOf(answer.body))
+      }
       if (Either.isLeft(decoded)) {
         const problem = ParseResult.TreeFormatter.formatErrorSync(decoded.left)
         return yield* serverError(operation, 200, `unexpected answer: ${problem}`)
@@ -744,7 +768,9 @@ const makeClient = (http: HttpClient.HttpClient, config: ConnectionConfig): Serv
       return decoded.right
     })
 
-  const viewer: ServerClient["viewer"] = graphql("Viewer", VIEWER, undefined, ViewerData).pipe(
+  // An account is all the check needs, so errors beside a viewer (a field old servers lack) do not count.
+  const hasViewer = (data: typeof ViewerData.Type) => data.viewer !== null
+  const viewer: ServerClient["viewer"] = graphql("Viewer", VIEWER, undefined, ViewerData, hasViewer).pipe(
     Effect.catchIf(
       (error): error is ServerError => error._tag === "ServerError" && (error.status === 401 || error.status === 403),
       (error) =>
