@@ -586,14 +586,27 @@ const CERTIFICATE_ERRORS = new Set([
   "UNABLE_TO_VERIFY_LEAF_SIGNATURE"
 ])
 
+/** Messages and codes down the cause chain: fetch says "fetch failed" and puts the reason one level deeper. */
+const causesOf = (error: HttpClientError.HttpClientError) => {
+  const messages: Array<string> = []
+  const codes: Array<string> = []
+  let cause: unknown = error.cause
+  for (let depth = 0; depth < 4 && typeof cause === "object" && cause !== null; depth++) {
+    const { code, message } = cause as { readonly message?: unknown; readonly code?: unknown }
+    if (typeof message === "string" && message !== "" && !messages.includes(message)) messages.push(message)
+    if (typeof code === "string") codes.push(code)
+    cause = (cause as { readonly cause?: unknown }).cause
+  }
+  return { messages, codes }
+}
+
 const noAnswer = (error: HttpClientError.HttpClientError): Attempt => {
-  const cause = error.cause as { readonly message?: unknown; readonly code?: unknown } | undefined
-  const code = typeof cause?.code === "string" ? cause.code : undefined
-  const detail = typeof cause?.message === "string" && cause.message !== "" ? cause.message : code ?? error.reason
+  const { codes, messages } = causesOf(error)
+  const detail = messages.length > 0 ? messages.join(": ") : codes[0] ?? error.reason
   if (error._tag === "ResponseError") {
     return { _tag: "NoAnswer", reason: `the answer broke off (${detail})`, retryable: true }
   }
-  const final = error.reason !== "Transport" || (code !== undefined && CERTIFICATE_ERRORS.has(code))
+  const final = error.reason !== "Transport" || codes.some((code) => CERTIFICATE_ERRORS.has(code))
   const reason = error.reason === "InvalidUrl" ? `invalid URL (${detail})` : detail
   return { _tag: "NoAnswer", reason, retryable: !final }
 }
