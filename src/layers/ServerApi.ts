@@ -19,6 +19,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as ParseResult from "effect/ParseResult"
+import * as Predicate from "effect/Predicate"
 import * as Random from "effect/Random"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
@@ -405,31 +406,27 @@ export const fileStreamBody = (request: FileStreamRequest): Record<string, unkno
 export const errorMessageOf = (body: string): string | undefined => {
   const trimmed = body.trim()
   if (trimmed === "") return undefined
-  let json: unknown
-  try {
-    json = JSON.parse(trimmed)
-  } catch {
-    return trimmed.slice(0, 1000)
-  }
+  const json = parseJson(trimmed)
+  if (Either.isLeft(json)) return trimmed.slice(0, 1000)
   const messageOf = (item: unknown): string | undefined =>
     typeof item === "string"
       ? item
-      : isRecord(item) && typeof item.message === "string"
+      : Predicate.isRecord(item) && typeof item.message === "string"
       ? item.message
       : undefined
-  if (isRecord(json)) {
-    const single = messageOf(json.error)
+  if (Predicate.isRecord(json.right)) {
+    const { error, errors } = json.right
+    const single = messageOf(error)
     if (single !== undefined) return single
-    if (Array.isArray(json.errors)) {
-      const messages = json.errors.flatMap((item) => messageOf(item) ?? [])
+    if (Array.isArray(errors)) {
+      const messages = errors.flatMap((item) => messageOf(item) ?? [])
       if (messages.length > 0) return messages.join("; ")
     }
   }
   return trimmed.slice(0, 1000)
 }
 
-const isRecord = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value)
+const parseJson = (text: string): Either.Either<unknown, unknown> => Either.try(() => JSON.parse(text) as unknown)
 
 const resolvePolicy = (defaults: RetryPolicy, options: RetryOptions | undefined): RetryPolicy => ({
   retryMax: options?.retryMax ?? defaults.retryMax,
@@ -758,14 +755,13 @@ const makeClient = (http: HttpClient.HttpClient, config: ConnectionConfig): Serv
       const answer = yield* send({ operation, request, rule, policy: graphqlPolicy })
       if (answer.status !== 200) return yield* serverError(operation, answer.status, errorMessageOf(answer.body))
 
-      let json: unknown
-      try {
-        json = JSON.parse(answer.body)
-      } catch {
+      const parsed = parseJson(answer.body)
+      if (Either.isLeft(parsed)) {
         return yield* serverError(operation, 200, `the answer is not JSON: ${answer.body.slice(0, 200)}`)
       }
-      const hasErrors = isRecord(json) && Array.isArray(json.errors) && json.errors.length > 0
-      const data = isRecord(json) ? json.data : undefined
+      const json = Predicate.isRecord(parsed.right) ? parsed.right : {}
+      const hasErrors = Array.isArray(json.errors) && json.errors.length > 0
+      const data = json.data
       if (data === undefined || data === null) {
         return yield* serverError(operation, 200, hasErrors ? errorMessageOf(answer.body) : "the answer has no data")
       }
@@ -959,17 +955,13 @@ const makeClient = (http: HttpClient.HttpClient, config: ConnectionConfig): Serv
         if (answer.status < 200 || answer.status > 300) {
           return Effect.fail(serverError("file_stream", answer.status, errorMessageOf(answer.body)))
         }
-        let json: unknown
-        try {
-          json = JSON.parse(answer.body)
-        } catch {
-          // The answer only matters for the stop flag; an unreadable one is not worth failing the stream for.
-          return Effect.as(
-            Effect.logDebug("file_stream answer is not JSON; taken as not stopped"),
-            { stopped: false }
-          )
+        const json = parseJson(answer.body)
+        // The answer only matters for the stop flag; an unreadable one is not worth failing the stream for.
+        if (Either.isLeft(json)) {
+          return Effect.as(Effect.logDebug("file_stream answer is not JSON; taken as not stopped"), { stopped: false })
         }
-        return Effect.succeed<FileStreamResponse>({ stopped: isRecord(json) && json.stopped === true })
+        const stopped = Predicate.isRecord(json.right) && json.right.stopped === true
+        return Effect.succeed<FileStreamResponse>({ stopped })
       }),
       Effect.withSpan("ServerApi.fileStream", {
         attributes: { run_id: run.runId, project: run.project, entity: run.entity }
