@@ -15,8 +15,11 @@
  * @since 0.1.0
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as Layer from "effect/Layer"
+import * as Credentials from "./layers/Credentials.js"
 import * as RunDirectory from "./layers/RunDirectory.js"
+import * as ServerApi from "./layers/ServerApi.js"
 import * as SettingsSources from "./layers/SettingsSources.js"
 import * as TransactionLog from "./layers/TransactionLog.js"
 import type { WandbEnv } from "./programs/Init.js"
@@ -44,13 +47,16 @@ export type { InitOptions } from "./domain/InitOptions.js"
  */
 export const layer: Layer.Layer<WandbEnv> = Layer.mergeAll(
   SettingsSources.layer,
+  Credentials.layer,
   RunDirectory.layer,
-  TransactionLog.layer
+  TransactionLog.layer,
+  ServerApi.layer.pipe(Layer.provide(NodeHttpClient.layerUndici))
 ).pipe(Layer.provideMerge(NodeContext.layer))
 
 /**
- * For tests: the real file system under `cwd`, and the given environment variables in place of the
- * process's (nothing of the real environment or home directory leaks in).
+ * For tests: the real file system under `cwd` and real HTTP, with the given environment variables in
+ * place of the process's (nothing of the real environment or home directory leaks in). Point
+ * `WANDB_BASE_URL` at a test server.
  *
  * @since 0.1.0
  * @category layers
@@ -62,6 +68,8 @@ export const layerTest = (options: {
 }): Layer.Layer<WandbEnv> =>
   Layer.mergeAll(
     SettingsSources.layerWith({ cwd: options.cwd, home: options.home ?? options.cwd }, options.env),
+    Credentials.layerWith({ home: options.home ?? options.cwd, env: options.env }),
     RunDirectory.layer,
-    TransactionLog.layer
+    TransactionLog.layer,
+    ServerApi.layer.pipe(Layer.provide(NodeHttpClient.layerUndici))
   ).pipe(Layer.provideMerge(NodeContext.layer))

@@ -12,14 +12,19 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import {
   ConfigFileError,
   CredentialsMissing,
-  type FinishTimeout,
+  FinishTimeout,
   type InitError,
+  InitTimeout,
   InvalidArgument,
   InvalidSettings,
   SettingViolation,
@@ -32,11 +37,15 @@ import * as Records from "../domain/Records.js"
 import * as RunConfig from "../domain/RunConfig.js"
 import * as RunId from "../domain/RunId.js"
 import * as Settings from "../domain/Settings.js"
-import type { Record as LogRecord } from "../internal/proto/wandb_internal_pb.js"
+import * as WireFormat from "../domain/WireFormat.js"
+import type { Record as LogRecord, RunRecord } from "../internal/proto/wandb_internal_pb.js"
 import { type RunEvent, RunCore } from "../internal/runCore.js"
+import { checkApiKey, type Credential, Credentials } from "../layers/Credentials.js"
 import { RunDirectory, type RunPaths } from "../layers/RunDirectory.js"
+import { ServerApi, type ServerClient, type UpsertedRun } from "../layers/ServerApi.js"
 import { SettingsSources } from "../layers/SettingsSources.js"
 import { type LogWriter, TransactionLog } from "../layers/TransactionLog.js"
+import * as Replay from "./Replay.js"
 import type { FinishOptions, FinishResult, Run } from "./Run.js"
 
 /**
@@ -45,7 +54,14 @@ import type { FinishOptions, FinishResult, Run } from "./Run.js"
  * @since 0.1.0
  * @category models
  */
-export type WandbEnv = SettingsSources | RunDirectory | TransactionLog | FileSystem.FileSystem | Path.Path
+export type WandbEnv =
+  | SettingsSources
+  | Credentials
+  | ServerApi
+  | RunDirectory
+  | TransactionLog
+  | FileSystem.FileSystem
+  | Path.Path
 
 const runCores = new WeakMap<Run, RunCore>()
 
@@ -278,16 +294,27 @@ const start = (options: InitOptions.InitOptions | undefined) =>
 
     let settings = prepared.settings
     let mode = values.mode
+    let credentials: Option.Option<Credential> = Option.none()
     if (mode === "online") {
-      // The online sender arrives with the W&B protocol; until then online runs are kept on disk and
-      // reach the server with `wandb-effect sync`.
-      if (values.apiKey === undefined && values.force) {
-        return yield* Effect.fail(new CredentialsMissing({ baseUrl: values.baseUrl }))
+      credentials = yield* (yield* Credentials).find(settings)
+      if (Option.isNone(credentials)) {
+        if (values.force) return yield* Effect.fail(new CredentialsMissing({ baseUrl: values.baseUrl }))
+        yield* printer.essential(
+          `No API key is configured for ${values.baseUrl}; this run is saved offline. ` +
+            `Sync it later with \`wandb-effect sync\`, or set WANDB_API_KEY.`
+        )
+        mode = "offline"
+        settings = Settings.override(settings, "mode", "offline", "fallback: no API key")
+      } else {
+        const problem = checkApiKey(Redacted.value(credentials.value.key))
+        if (problem !== undefined) {
+          return yield* Effect.fail(
+            new InvalidSettings({
+              violations: [new SettingViolation({ setting: "apiKey", source: credentials.value.source, reason: problem })]
+            })
+          )
+        }
       }
-      const why = values.apiKey === undefined ? "No API key is configured" : "Live upload is not available yet"
-      yield* printer.essential(`${why}; this run is saved offline and can be synced later.`)
-      mode = "offline"
-      settings = Settings.override(settings, "mode", "offline", "fallback: no live sender")
     }
     if (values.resume !== undefined && mode === "offline") {
       yield* printer.warn(`resume "${values.resume}" is ignored since this run is offline.`)
@@ -320,8 +347,94 @@ const start = (options: InitOptions.InitOptions | undefined) =>
     }
 
     if (mode === "disabled") return makeDisabledRun(base, core)
-    return yield* startOffline(base, core, finalValues, printer, startTime, prepared.cwd)
+    if (Option.isNone(credentials)) return yield* startLocal(base, core, finalValues, printer, startTime, prepared.cwd)
+
+    const online = yield* connect(base, core, finalValues, credentials.value, startTime)
+    const connected = {
+      ...base,
+      entity: online.upserted.entity,
+      project: online.upserted.project,
+      name: online.upserted.displayName ?? base.name,
+      url: online.url
+    }
+    return yield* startLocal(connected, core, finalValues, printer, startTime, prepared.cwd, online)
   })
+
+interface Online {
+  readonly client: ServerClient
+  readonly upserted: UpsertedRun
+  readonly url: string
+}
+
+// Creating the run on the server is all init waits on the network for, and all of it shares the init
+// timeout: the account check (which also tells a rejected key from a server problem), then the upsert.
+const connect = (
+  base: RunBase,
+  core: RunCore,
+  values: Settings.Settings,
+  credential: Credential,
+  startTime: Date
+) =>
+  Effect.gen(function*() {
+    const client = (yield* ServerApi).connect({
+      baseUrl: values.baseUrl,
+      apiKey: credential.key,
+      username: values.username
+    })
+    let phase = "checking the API key (Viewer)"
+    let lastError: string | undefined
+    const remember = <A, E extends { readonly message: string }, R>(effect: Effect.Effect<A, E, R>) =>
+      Effect.tapError(effect, (error) => Effect.sync(() => (lastError = error.message)))
+
+    const handshake = Effect.gen(function*() {
+      const viewer = yield* remember(client.viewer)
+      phase = "creating the run (UpsertBucket)"
+      const info = runInfo(base, values, core, startTime, values.entity ?? viewer.entity)
+      const upserted = yield* remember(
+        client.upsertBucket(Replay.upsertInput(Records.run(info).recordType.value as RunRecord, core.config, platform()))
+      )
+      return upserted
+    })
+
+    const timeoutMillis = Math.round(values.initTimeout * 1000)
+    const upserted = yield* handshake.pipe(
+      Effect.timeoutFail({
+        duration: Duration.millis(timeoutMillis),
+        onTimeout: () => new InitTimeout({ phase, timeoutMillis, ...(lastError === undefined ? {} : { lastError }) })
+      })
+    )
+    return {
+      client,
+      upserted,
+      url: WireFormat.runUrl(values.baseUrl, upserted.entity, upserted.project, upserted.runId)
+    } satisfies Online
+  }).pipe(Effect.withSpan("Wandb.connect"))
+
+const platform = () => `node-${process.version}-${process.platform}-${process.arch}`
+
+const runInfo = (
+  base: RunBase,
+  values: Settings.Settings,
+  core: RunCore,
+  startTime: Date,
+  entity: string | undefined
+): Records.RunInfo => ({
+  runId: base.id,
+  entity,
+  project: base.project,
+  displayName: base.name,
+  group: values.group,
+  jobType: values.jobType,
+  notes: values.notes,
+  tags: values.tags ?? [],
+  host: values.host,
+  startTime,
+  config: core.config,
+  startingStep: 0,
+  resumed: false,
+  gitRemoteUrl: values.gitRemoteUrl,
+  gitCommit: values.gitCommit
+})
 
 type RunBase = Pick<Run, "id" | "name" | "project" | "entity" | "mode" | "url" | "resumed" | "startingStep" | "settings">
 
@@ -347,7 +460,8 @@ const makeDisabledRun = (base: RunBase, core: RunCore): Run => {
     historyRows: 0,
     droppedRows: 0,
     runDir: undefined,
-    url: undefined
+    url: undefined,
+    synced: false
   }
   const run: Run = {
     ...base,
@@ -370,13 +484,14 @@ const makeDisabledRun = (base: RunBase, core: RunCore): Run => {
   return run
 }
 
-const startOffline = (
+const startLocal = (
   base: RunBase,
   core: RunCore,
   values: Settings.Settings,
   printer: Printer,
   startTime: Date,
-  cwd: string
+  cwd: string,
+  online?: Online
 ) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
@@ -388,12 +503,16 @@ const startOffline = (
     const paths = yield* runDirectory.create({
       root: path.resolve(cwd, values.dir),
       runId: base.id,
-      offline: true,
+      offline: online === undefined,
       startTime,
       useDotWandb: values.useDotWandb,
       symlink: values.symlink
     })
-    yield* runDirectory.debug(paths, "INFO", `wandb-effect ${Records.SDK_VERSION} starting run ${base.id} (offline)`)
+    yield* runDirectory.debug(
+      paths,
+      "INFO",
+      `wandb-effect ${Records.SDK_VERSION} starting run ${base.id} (${online === undefined ? "offline" : online.url})`
+    )
 
     // The run's own resources live in a child scope, so an explicit finish releases them at once while the
     // caller's scope stays open.
@@ -404,25 +523,29 @@ const startOffline = (
     )
     const journal = makeJournal(writer)
 
-    const info: Records.RunInfo = {
-      runId: base.id,
-      entity: values.entity,
-      project: base.project,
-      displayName: values.name,
-      group: values.group,
-      jobType: values.jobType,
-      notes: values.notes,
-      tags: values.tags ?? [],
-      host: values.host,
-      startTime,
-      config: core.config,
-      startingStep: 0,
-      resumed: false,
-      gitRemoteUrl: values.gitRemoteUrl,
-      gitCommit: values.gitCommit
-    }
+    const info = runInfo(base, values, core, startTime, online?.upserted.entity ?? values.entity)
     yield* journal.write([Records.header(base.id), Records.run(info)])
     yield* journal.flush
+
+    // Online, the sender follows the log from the first record after the run record (the upsert in init
+    // already created the run). It lives in the caller's scope: finish waits for it, bounded by its timeout,
+    // after the writer's scope has put everything on disk.
+    const status = Replay.initialStatus()
+    const sender = online === undefined ? undefined : yield* Replay.replay({
+      logPath: paths.transactionLog,
+      filesDir: paths.filesDir,
+      client: online.client,
+      follow: true,
+      writtenThrough: journal.writer.written,
+      transmitInterval: Duration.seconds(values.fileStreamInterval),
+      pollInterval: Duration.seconds(Math.min(values.flushInterval, 1)),
+      started: { upserted: online.upserted, offset: writer.written(), config: core.config },
+      platform: platform(),
+      status,
+      onStopped: () => Effect.runFork(printer.essential(`Run ${base.id} was stopped from the W&B app.`)),
+      onDroppedLine: (step, bytes) =>
+        Effect.runFork(printer.warn(`The row at step ${step} is ${bytes} bytes, over the server's line limit; not sent.`))
+    }).pipe(Effect.forkIn(outer))
 
     core.onBacklog = () => {
       const error = journal.writeNow(eventRecords(base.id, core.drain()))
@@ -440,8 +563,13 @@ const startOffline = (
     )
 
     yield* printer.info(`Tracking run with wandb-effect version ${Records.SDK_VERSION}`)
-    yield* printer.essential(`Run data is saved locally in ${paths.runDir}`)
-    yield* printer.info("Run is offline: nothing is sent until you sync it.")
+    yield* printer.info(`Run data is saved locally in ${paths.runDir}`)
+    if (online === undefined) {
+      yield* printer.info("Run is offline: nothing is sent until you sync it.")
+    } else {
+      yield* printer.essential(`Syncing run ${base.name ?? base.id}`)
+      yield* printer.essential(`View run at ${online.url}`)
+    }
 
     const finished = yield* Deferred.make<FinishResult, FinishTimeout | StorageError>()
     let finishing = false
@@ -454,6 +582,8 @@ const startOffline = (
         core.setSummaryLeaves({ _wandb: { runtime: Math.floor(runtime) }, _runtime: runtime })
         core.finished = true
 
+        // The files come first: a live sender uploads them as soon as it reads the exit record.
+        yield* writeRunFiles(runDirectory, paths, core, values, startTime).pipe(Effect.provideService(Path.Path, path))
         yield* journal.write([
           ...eventRecords(base.id, core.drain()),
           Records.exit(base.id, exitCode, runtime),
@@ -461,9 +591,37 @@ const startOffline = (
         ])
         yield* journal.sync
         yield* Scope.close(runScope, Exit.void)
-
-        yield* writeRunFiles(runDirectory, paths, core, values, startTime).pipe(Effect.provideService(Path.Path, path))
         yield* runDirectory.debug(paths, "INFO", `run ${base.id} finished with exit code ${exitCode}`)
+
+        let synced = false
+        if (sender !== undefined) {
+          const timeout = options?.timeout === undefined
+            ? values.finishTimeout > 0 ? Duration.seconds(values.finishTimeout) : undefined
+            : Duration.decode(options.timeout)
+          const joined = yield* showProgress(Fiber.join(sender).pipe(Effect.either), status, values)
+            .pipe(timeout === undefined ? Effect.asSome : Effect.timeoutOption(timeout))
+          if (Option.isNone(joined)) {
+            yield* Fiber.interrupt(sender)
+            yield* printer.warn(`Finishing timed out; sync the rest later with \`npx wandb-effect sync ${paths.runDir}\``)
+            return yield* Effect.fail(
+              new FinishTimeout({
+                runId: base.id,
+                timeoutMillis: Duration.toMillis(timeout!),
+                pending: describePending(status, core.historyRows),
+                runDir: paths.runDir
+              })
+            )
+          }
+          if (Either.isLeft(joined.value)) {
+            yield* printer.warn(
+              `Part of this run did not reach the server (${joined.value.left.message}). Everything is on disk: ` +
+                `sync it later with \`npx wandb-effect sync ${paths.runDir}\``
+            )
+          } else {
+            synced = true
+            yield* fs.writeFileString(`${paths.transactionLog}.synced`, "").pipe(Effect.ignore)
+          }
+        }
 
         const result: FinishResult = {
           runId: base.id,
@@ -471,20 +629,21 @@ const startOffline = (
           historyRows: core.historyRows,
           droppedRows: core.droppedRows,
           runDir: paths.runDir,
-          url: undefined
+          url: online?.url,
+          synced
         }
         if (!values.quiet) {
           const lines = Footer.render({
             runId: base.id,
             name: base.name,
-            offline: true,
+            offline: online === undefined,
             runDir: paths.runDir,
-            url: undefined,
+            url: online?.url,
             histories: core.histories(),
             summary: core.summaryDotted(),
             droppedRows: core.droppedRows,
             logsDir: displayPath(path, paths.logsDir),
-            syncCommand: `npx wandb-effect sync ${paths.runDir}`
+            syncCommand: online === undefined || !synced ? `npx wandb-effect sync ${paths.runDir}` : undefined
           })
           for (const line of lines) yield* printer.essential(line)
         }
@@ -519,6 +678,27 @@ const startOffline = (
     runCores.set(run, core)
     return run
   })
+
+const describePending = (status: Replay.ReplayStatus, historyRows: number): string => {
+  const parts: Array<string> = []
+  if (status.historyAcknowledged < historyRows) {
+    parts.push(`history rows ${status.historyAcknowledged} to ${historyRows - 1} of ${historyRows}`)
+  }
+  if (status.phase !== "done") parts.push(status.phase === "reading" ? "the summary, files and completion" : status.phase)
+  return parts.join("; ") || "the completion"
+}
+
+// On a terminal, one line shows how far the upload is while finish waits for it.
+const showProgress = <A, E, R>(wait: Effect.Effect<A, E, R>, status: Replay.ReplayStatus, values: Settings.Settings) => {
+  if (values.silent || values.quiet || !process.stderr.isTTY) return wait
+  const draw = Effect.sync(() =>
+    process.stderr.write(`\rwandb: uploading: ${status.historyAcknowledged} history rows sent, ${status.phase}   `)
+  )
+  return Effect.zipLeft(
+    Effect.raceFirst(wait, Effect.forever(Effect.zipRight(draw, Effect.sleep("250 millis"))) as Effect.Effect<never>),
+    Effect.sync(() => process.stderr.write("\r\u001b[K"))
+  )
+}
 
 // Inside the working directory a relative path is shorter to read; elsewhere the absolute one is clearer.
 const displayPath = (path: Path.Path, file: string): string => {

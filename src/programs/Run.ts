@@ -44,6 +44,8 @@ export interface FinishResult {
   readonly droppedRows: number
   readonly runDir: string | undefined
   readonly url: string | undefined
+  /** Online: whether the server confirmed every record, the files and the completion. */
+  readonly synced: boolean
 }
 
 /**
