@@ -118,6 +118,9 @@ export interface Settings {
   readonly finishTimeout: number
   readonly flushInterval: number
   readonly fileStreamInterval: number
+  readonly retryWaitMin: number
+  readonly retryWaitMax: number
+  readonly httpTimeout: number
   readonly silent: boolean
   readonly quiet: boolean
   readonly symlink: boolean
@@ -360,6 +363,17 @@ const definitions: { readonly [K in SettingKey]: Definition } = {
     env: ["WANDB_X_FILE_STREAM_TRANSMIT_INTERVAL"],
     parse: positiveSeconds
   },
+  retryWaitMin: {
+    official: "x_retry_wait_min_seconds",
+    env: ["WANDB_X_RETRY_WAIT_MIN_SECONDS"],
+    parse: positiveSeconds
+  },
+  retryWaitMax: {
+    official: "x_retry_wait_max_seconds",
+    env: ["WANDB_X_RETRY_WAIT_MAX_SECONDS"],
+    parse: positiveSeconds
+  },
+  httpTimeout: { official: "x_graphql_timeout_seconds", env: ["WANDB_HTTP_TIMEOUT"], parse: positiveSeconds },
   silent: { official: "silent", env: ["WANDB_SILENT"], parse: bool },
   quiet: { official: "quiet", env: ["WANDB_QUIET"], parse: bool },
   symlink: { official: "symlink", env: ["WANDB_SYMLINK"], parse: bool },
@@ -454,6 +468,9 @@ const staticDefaults = {
   finishTimeout: 0,
   flushInterval: 0.5,
   fileStreamInterval: 15,
+  retryWaitMin: 2,
+  retryWaitMax: 60,
+  httpTimeout: 30,
   silent: false,
   quiet: false,
   disableGit: false

@@ -988,3 +988,23 @@ export const make: Effect.Effect<Context.Tag.Service<ServerApi>, never, HttpClie
  * @category layers
  */
 export const layer: Layer.Layer<ServerApi, never, HttpClient.HttpClient> = Layer.effect(ServerApi, make)
+
+/**
+ * The retry knobs of every channel from settings: waits between `retryWaitMin` and `retryWaitMax`, and
+ * `httpTimeout` for one GraphQL attempt (file_stream and uploads keep their longer defaults).
+ *
+ * @since 0.1.0
+ * @category helpers
+ */
+export const retryOptions = (settings: {
+  readonly retryWaitMin: number
+  readonly retryWaitMax: number
+  readonly httpTimeout: number
+}): Pick<ConnectionConfig, "graphqlRetry" | "fileStreamRetry" | "uploadRetry"> => {
+  const waits = { waitMin: Duration.seconds(settings.retryWaitMin), waitMax: Duration.seconds(settings.retryWaitMax) }
+  return {
+    graphqlRetry: { ...waits, attemptTimeout: Duration.seconds(settings.httpTimeout) },
+    fileStreamRetry: waits,
+    uploadRetry: waits
+  }
+}

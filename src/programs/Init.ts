@@ -42,7 +42,7 @@ import type { Record as LogRecord, RunRecord } from "../internal/proto/wandb_int
 import { type RunEvent, RunCore } from "../internal/runCore.js"
 import { checkApiKey, type Credential, Credentials } from "../layers/Credentials.js"
 import { RunDirectory, type RunPaths } from "../layers/RunDirectory.js"
-import { ServerApi, type ServerClient, type UpsertedRun } from "../layers/ServerApi.js"
+import { retryOptions, ServerApi, type ServerClient, type UpsertedRun } from "../layers/ServerApi.js"
 import { SettingsSources } from "../layers/SettingsSources.js"
 import { type LogWriter, TransactionLog } from "../layers/TransactionLog.js"
 import * as Replay from "./Replay.js"
@@ -379,7 +379,8 @@ const connect = (
     const client = (yield* ServerApi).connect({
       baseUrl: values.baseUrl,
       apiKey: credential.key,
-      username: values.username
+      username: values.username,
+      ...retryOptions(values)
     })
     let phase = "checking the API key (Viewer)"
     let lastError: string | undefined
@@ -397,7 +398,10 @@ const connect = (
     })
 
     const timeoutMillis = Math.round(values.initTimeout * 1000)
+    // init runs inside acquireRelease's uninterruptible acquire; the network wait alone is made
+    // interruptible, or the timeout could not stop it.
     const upserted = yield* handshake.pipe(
+      Effect.interruptible,
       Effect.timeoutFail({
         duration: Duration.millis(timeoutMillis),
         onTimeout: () => new InitTimeout({ phase, timeoutMillis, ...(lastError === undefined ? {} : { lastError }) })
@@ -545,7 +549,7 @@ const startLocal = (
       onStopped: () => Effect.runFork(printer.essential(`Run ${base.id} was stopped from the W&B app.`)),
       onDroppedLine: (step, bytes) =>
         Effect.runFork(printer.warn(`The row at step ${step} is ${bytes} bytes, over the server's line limit; not sent.`))
-    }).pipe(Effect.forkIn(outer))
+    }).pipe(Effect.interruptible, Effect.forkIn(outer))
 
     core.onBacklog = () => {
       const error = journal.writeNow(eventRecords(base.id, core.drain()))
@@ -598,8 +602,11 @@ const startLocal = (
           const timeout = options?.timeout === undefined
             ? values.finishTimeout > 0 ? Duration.seconds(values.finishTimeout) : undefined
             : Duration.decode(options.timeout)
-          const joined = yield* showProgress(Fiber.join(sender).pipe(Effect.either), status, values)
-            .pipe(timeout === undefined ? Effect.asSome : Effect.timeoutOption(timeout))
+          // finish is uninterruptible as a whole; waiting for the sender is not, so its timeout can end it.
+          const joined = yield* showProgress(Fiber.join(sender).pipe(Effect.either), status, values).pipe(
+            Effect.interruptible,
+            timeout === undefined ? Effect.asSome : Effect.timeoutOption(timeout)
+          )
           if (Option.isNone(joined)) {
             yield* Fiber.interrupt(sender)
             yield* printer.warn(`Finishing timed out; sync the rest later with \`npx wandb-effect sync ${paths.runDir}\``)

@@ -15,7 +15,7 @@ import { CredentialsMissing, InvalidSettings, SettingViolation } from "../domain
 import * as Settings from "../domain/Settings.js"
 import * as WireFormat from "../domain/WireFormat.js"
 import { checkApiKey, Credentials } from "../layers/Credentials.js"
-import { ServerApi } from "../layers/ServerApi.js"
+import { retryOptions, ServerApi } from "../layers/ServerApi.js"
 import { SettingsSources } from "../layers/SettingsSources.js"
 import * as Replay from "./Replay.js"
 
@@ -114,7 +114,8 @@ const connectFromSettings = Effect.gen(function*() {
   const client = (yield* ServerApi).connect({
     baseUrl: settings.baseUrl.value,
     apiKey: credential.value.key,
-    username: settings.username.value
+    username: settings.username.value,
+    ...retryOptions(Settings.values(settings))
   })
   return { client, settings: Settings.values(settings), cwd: loaded.cwd }
 })
