@@ -35,6 +35,18 @@ export {
   type WandbEnv
 } from "./programs/Init.js"
 
+export {
+  /**
+   * Uploads runs kept on disk; see `Sync.sync`.
+   *
+   * @since 0.1.0
+   * @category programs
+   */
+  sync,
+  type SyncOptions,
+  type SyncOutcome
+} from "./programs/Sync.js"
+
 export type { FinishOptions, FinishResult, LogOptions, Run, RunConfigAccess, RunSummaryAccess } from "./programs/Run.js"
 export type { InitOptions } from "./domain/InitOptions.js"
 

@@ -316,6 +316,8 @@ const start = (options: InitOptions.InitOptions | undefined) =>
         }
       }
     }
+    // Not yet: resume, resumeFrom and forkFrom are validated, but an online run always starts anew.
+    // Not yet: syncTensorboard, monitorGym and saveCode are validated and have no effect.
     if (values.resume !== undefined && mode === "offline") {
       yield* printer.warn(`resume "${values.resume}" is ignored since this run is offline.`)
     }
