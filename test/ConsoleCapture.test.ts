@@ -18,15 +18,17 @@ const stderr = process.stderr as unknown as { write: Write }
 // The writes that reach the real streams beneath every wrapper, recorded and still printed. What the
 // sink returns can be forced, to see that a wrapper hands the program the original's answer.
 let saved: { readonly stdout: PropertyDescriptor | undefined; readonly stderr: PropertyDescriptor | undefined }
-let reached: Array<{ readonly stream: string; readonly args: Array<unknown> }>
+let reached: Array<{ readonly stream: string; readonly args: Array<unknown>; result?: boolean }>
 let forcedResult: boolean | undefined
 let sinks: { readonly stdout: Write; readonly stderr: Write }
 
 const sinkFor = (stream: "stdout" | "stderr", below: Write): Write =>
   function(this: unknown, ...args) {
-    reached.push({ stream, args })
+    const entry: (typeof reached)[number] = { stream, args }
+    reached.push(entry)
     const result = below.apply(this, args)
-    return forcedResult ?? result
+    entry.result = forcedResult ?? result
+    return entry.result
   }
 
 const restore = (target: { write: Write }, descriptor: PropertyDescriptor | undefined) => {
@@ -77,15 +79,15 @@ describe("ConsoleCapture.layer", () => {
   it.effect("hands each write on either stream to onOutput and passes the same arguments on", () =>
     Effect.gen(function*() {
       const a = yield* open()
-      expect(stdout.write("capture: to stdout\n")).toBe(true)
-      expect(stderr.write("capture: to stderr\n")).toBe(true)
+      const toStdout = stdout.write("capture: to stdout\n")
+      const toStderr = stderr.write("capture: to stderr\n")
       expect(a.seen).toEqual([
         { stream: "stdout", text: "capture: to stdout\n" },
         { stream: "stderr", text: "capture: to stderr\n" }
       ])
       expect(reached).toEqual([
-        { stream: "stdout", args: ["capture: to stdout\n"] },
-        { stream: "stderr", args: ["capture: to stderr\n"] }
+        { stream: "stdout", args: ["capture: to stdout\n"], result: toStdout },
+        { stream: "stderr", args: ["capture: to stderr\n"], result: toStderr }
       ])
       yield* a.close
     }))
@@ -235,7 +237,7 @@ describe("ConsoleCapture.layer", () => {
       yield* capture.capture(() => {
         throw new Error("observer failed")
       }).pipe(Scope.extend(scope))
-      expect(stdout.write("capture: despite a failing observer\n")).toBe(true)
+      expect(stdout.write("capture: despite a failing observer\n")).toBe(reached[0]!.result)
       expect(yield* writeWithCallback(["capture: and the callback still runs\n"])).toBeFalsy()
       expect(reachedText()).toBe("capture: despite a failing observer\ncapture: and the callback still runs\n")
       expect(textOf(a.seen)).toBe("capture: despite a failing observer\ncapture: and the callback still runs\n")
