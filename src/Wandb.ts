@@ -17,10 +17,12 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as Layer from "effect/Layer"
+import * as ConsoleCapture from "./layers/ConsoleCapture.js"
 import * as Credentials from "./layers/Credentials.js"
 import * as RunDirectory from "./layers/RunDirectory.js"
 import * as ServerApi from "./layers/ServerApi.js"
 import * as SettingsSources from "./layers/SettingsSources.js"
+import * as SystemMonitor from "./layers/SystemMonitor.js"
 import * as TransactionLog from "./layers/TransactionLog.js"
 import type { WandbEnv } from "./programs/Init.js"
 
@@ -59,6 +61,8 @@ export type { InitOptions } from "./domain/InitOptions.js"
  */
 export const layer: Layer.Layer<WandbEnv> = Layer.mergeAll(
   SettingsSources.layer,
+  ConsoleCapture.layer,
+  SystemMonitor.layer,
   Credentials.layer,
   RunDirectory.layer,
   TransactionLog.layer,
@@ -77,9 +81,13 @@ export const layerTest = (options: {
   readonly cwd: string
   readonly env?: Readonly<Record<string, string>> | undefined
   readonly home?: string | undefined
+  /** Capture the process's console output (off by default: the test runner owns it). */
+  readonly captureConsole?: boolean | undefined
 }): Layer.Layer<WandbEnv> =>
   Layer.mergeAll(
     SettingsSources.layerWith({ cwd: options.cwd, home: options.home ?? options.cwd }, options.env),
+    options.captureConsole === true ? ConsoleCapture.layer : ConsoleCapture.layerNoop,
+    SystemMonitor.layer,
     Credentials.layerWith({ home: options.home ?? options.cwd, env: options.env }),
     RunDirectory.layer,
     TransactionLog.layer,

@@ -35,7 +35,16 @@ const expectCompleteIrisRun = (server: Awaited<ReturnType<typeof startTestServer
   expect(run.historyDuplicates).toEqual([])
   expect(typeof run.summary["best_val_acc"]).toBe("number")
   expect(run.summary["_step"]).toBe(79)
-  expect(Object.keys(run.uploads).sort()).toEqual(["config.yaml", "wandb-metadata.json", "wandb-summary.json"])
+  expect(Object.keys(run.uploads).sort()).toEqual([
+    "config.yaml",
+    "output.log",
+    "wandb-metadata.json",
+    "wandb-summary.json"
+  ])
+  // The program's progress lines, captured from stdout, in output.log and on the stream.
+  const printed = new TextDecoder().decode(run.uploads["output.log"])
+  expect(printed.split("\n").filter((line) => line.startsWith("epoch"))).toHaveLength(8)
+  expect(run.output.filter((line) => line.includes("epoch  80"))).toHaveLength(1)
   expect(run.uploadRequests.every((upload) => !upload.hadAuthorization)).toBe(true)
   expect(run.complete).toBe(true)
   expect(run.exitcode).toBe(0)

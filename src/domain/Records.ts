@@ -17,6 +17,8 @@ import {
   HeaderRecordSchema,
   type HistoryItem,
   HistoryItemSchema,
+  OutputRawRecord_OutputType,
+  OutputRawRecordSchema,
   type Record as LogRecord,
   type _RecordInfo,
   _RecordInfoSchema,
@@ -24,6 +26,8 @@ import {
   RunExitRecordSchema,
   RunPreemptingRecordSchema,
   RunRecordSchema,
+  StatsRecord_StatsType,
+  StatsRecordSchema,
   type SummaryItem,
   SummaryItemSchema,
   SummaryRecordSchema,
@@ -209,6 +213,47 @@ export const summary = (runId: string, set: FlatRow, removed: ReadonlyArray<stri
 export const config = (runId: string, changed: Record<string, unknown>): LogRecord =>
   envelope(runId, {
     recordType: { case: "config", value: create(ConfigRecordSchema, { update: configItems(changed) }) }
+  })
+
+/**
+ * A system metrics sample, sent even offline (`always_send`) like wandb-core's.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const stats = (
+  runId: string,
+  timestampSeconds: number,
+  metrics: ReadonlyArray<readonly [string, number]>
+): LogRecord =>
+  envelope(runId, {
+    control: create(ControlSchema, { alwaysSend: true }),
+    recordType: {
+      case: "stats",
+      value: create(StatsRecordSchema, {
+        statsType: StatsRecord_StatsType.SYSTEM,
+        timestamp: timestampFromMs(Math.round(timestampSeconds * 1000)),
+        item: metrics.map(([key, value]) => ({ key, valueJson: ExtendedJson.stringify(value) }))
+      })
+    }
+  })
+
+/**
+ * Console text as it was written: a piece of a line, a line, or several.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const outputRaw = (runId: string, stream: "stdout" | "stderr", text: string, timestampSeconds: number): LogRecord =>
+  envelope(runId, {
+    recordType: {
+      case: "outputRaw",
+      value: create(OutputRawRecordSchema, {
+        outputType: stream === "stdout" ? OutputRawRecord_OutputType.STDOUT : OutputRawRecord_OutputType.STDERR,
+        timestamp: timestampFromMs(Math.round(timestampSeconds * 1000)),
+        line: text
+      })
+    }
   })
 
 /**

@@ -121,6 +121,9 @@ export interface Settings {
   readonly retryWaitMin: number
   readonly retryWaitMax: number
   readonly httpTimeout: number
+  readonly console: "wrap" | "off"
+  readonly statsInterval: number
+  readonly disableStats: boolean
   readonly silent: boolean
   readonly quiet: boolean
   readonly symlink: boolean
@@ -374,6 +377,18 @@ const definitions: { readonly [K in SettingKey]: Definition } = {
     parse: positiveSeconds
   },
   httpTimeout: { official: "x_graphql_timeout_seconds", env: ["WANDB_HTTP_TIMEOUT"], parse: positiveSeconds },
+  console: {
+    official: "console",
+    env: ["WANDB_CONSOLE"],
+    // Every capturing mode of the official client comes down to wrapping the streams in Node.
+    parse: literal(["wrap", "off"], { auto: "wrap", redirect: "wrap", wrap_raw: "wrap", wrap_emu: "wrap" })
+  },
+  statsInterval: {
+    official: "x_stats_sampling_interval",
+    env: ["WANDB_X_STATS_SAMPLING_INTERVAL"],
+    parse: positiveSeconds
+  },
+  disableStats: { official: "x_disable_stats", env: ["WANDB_X_DISABLE_STATS"], parse: bool },
   silent: { official: "silent", env: ["WANDB_SILENT"], parse: bool },
   quiet: { official: "quiet", env: ["WANDB_QUIET"], parse: bool },
   symlink: { official: "symlink", env: ["WANDB_SYMLINK"], parse: bool },
@@ -471,6 +486,9 @@ const staticDefaults = {
   retryWaitMin: 2,
   retryWaitMax: 60,
   httpTimeout: 30,
+  console: "wrap",
+  statsInterval: 15,
+  disableStats: false,
   silent: false,
   quiet: false,
   disableGit: false

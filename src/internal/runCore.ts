@@ -17,6 +17,12 @@ export type RunEvent =
   | { readonly _tag: "Summary"; readonly set: Record<string, unknown>; readonly removed: ReadonlyArray<string> }
   | { readonly _tag: "Config"; readonly changed: Record<string, unknown> }
   | { readonly _tag: "Preempting" }
+  | {
+    readonly _tag: "Stats"
+    readonly timestamp: number
+    readonly metrics: ReadonlyArray<readonly [string, number]>
+  }
+  | { readonly _tag: "Output"; readonly stream: "stdout" | "stderr"; readonly text: string; readonly timestamp: number }
 
 export interface LogOptions {
   readonly step?: number | undefined
@@ -45,7 +51,8 @@ const isRecord = (value: unknown): value is Record<string, unknown> =>
 
 export class RunCore {
   readonly runId: string
-  readonly startTimeMs: number
+  startTimeMs: number
+  startingStep: number
   finished = false
   historyRows = 0
 
@@ -66,6 +73,7 @@ export class RunCore {
   constructor(options: RunCoreOptions) {
     this.runId = options.runId
     this.startTimeMs = options.startTimeMs
+    this.startingStep = options.startingStep
     this.steps = new StepState(options.startingStep)
     this.configValues = { ...options.config }
     this.allowValChange = options.allowValChange
@@ -73,6 +81,24 @@ export class RunCore {
     this.warn = options.warn
     this.now = options.now ?? Date.now
     this.backlogLimit = options.backlogLimit ?? 4096
+  }
+
+  /**
+   * Continues a stored run: steps go on after its last one, its runtime keeps counting, its config keys
+   * that this run did not set come back, and its summary is the starting summary.
+   */
+  continueFrom(from: {
+    readonly startingStep: number
+    readonly runtime: number
+    readonly config: RunConfig.ConfigValues
+    readonly summary: Record<string, unknown>
+  }): void {
+    this.startingStep = from.startingStep
+    this.steps.current = from.startingStep
+    this.startTimeMs -= from.runtime * 1000
+    this.configValues = { ...from.config, ...this.configValues }
+    const summary = Object.fromEntries(Object.entries(from.summary).filter(([key]) => key !== "_wandb"))
+    this.summaryState.update(summary)
   }
 
   get step(): number {
@@ -195,6 +221,19 @@ export class RunCore {
     if (this.finished) return new RunFinished({ runId: this.runId, method: "markPreempting" })
     if (this.recordEvents) this.queue.push({ _tag: "Preempting" })
     return undefined
+  }
+
+  /** A system metrics sample; kept until finish starts. */
+  recordStats(timestamp: number, metrics: ReadonlyArray<readonly [string, number]>): void {
+    if (this.finished || !this.recordEvents) return
+    this.queue.push({ _tag: "Stats", timestamp, metrics })
+  }
+
+  /** Text the program wrote to stdout or stderr while the run was live. */
+  recordOutput(stream: "stdout" | "stderr", text: string, timestamp: number): void {
+    if (this.finished || !this.recordEvents || text.length === 0) return
+    this.queue.push({ _tag: "Output", stream, text, timestamp })
+    if (this.queue.length >= this.backlogLimit && this.onBacklog !== undefined) this.onBacklog()
   }
 
   /** Hands every queued event to the writer, oldest first. */

@@ -22,7 +22,9 @@ import * as Scope from "effect/Scope"
 import {
   ConfigFileError,
   CredentialsMissing,
+  DirectoryNotWritable,
   FinishTimeout,
+  ResumeError,
   type InitError,
   InitTimeout,
   InvalidArgument,
@@ -34,16 +36,19 @@ import * as ExtendedJson from "../domain/ExtendedJson.js"
 import * as Footer from "../domain/Footer.js"
 import * as InitOptions from "../domain/InitOptions.js"
 import * as Records from "../domain/Records.js"
+import * as ResumeDecision from "../domain/ResumeDecision.js"
 import * as RunConfig from "../domain/RunConfig.js"
 import * as RunId from "../domain/RunId.js"
 import * as Settings from "../domain/Settings.js"
 import * as WireFormat from "../domain/WireFormat.js"
 import type { Record as LogRecord, RunRecord } from "../internal/proto/wandb_internal_pb.js"
 import { type RunEvent, RunCore } from "../internal/runCore.js"
+import { ConsoleCapture } from "../layers/ConsoleCapture.js"
 import { checkApiKey, type Credential, Credentials } from "../layers/Credentials.js"
 import { RunDirectory, type RunPaths } from "../layers/RunDirectory.js"
 import { retryOptions, ServerApi, type ServerClient, type UpsertedRun } from "../layers/ServerApi.js"
 import { SettingsSources } from "../layers/SettingsSources.js"
+import { SystemMonitor } from "../layers/SystemMonitor.js"
 import { type LogWriter, TransactionLog } from "../layers/TransactionLog.js"
 import * as Replay from "./Replay.js"
 import type { FinishOptions, FinishResult, Run } from "./Run.js"
@@ -56,6 +61,8 @@ import type { FinishOptions, FinishResult, Run } from "./Run.js"
  */
 export type WandbEnv =
   | SettingsSources
+  | ConsoleCapture
+  | SystemMonitor
   | Credentials
   | ServerApi
   | RunDirectory
@@ -173,6 +180,47 @@ const inferProject = (cwd: string) =>
   })
 
 // -----------------------------------------------------------------------------
+// the auto-resume file
+// -----------------------------------------------------------------------------
+
+const RESUME_FILE = "wandb-resume.json"
+
+const resumeFileOf = (cwd: string, values: Settings.Settings) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const root = path.resolve(cwd, values.dir)
+    const useDot = values.useDotWandb ??
+      (yield* fs.exists(path.join(root, ".wandb")).pipe(Effect.orElseSucceed(() => false)))
+    return path.join(root, useDot ? ".wandb" : "wandb", RESUME_FILE)
+  })
+
+// A missing or unreadable file means no remembered id, as in the official client.
+const readResumeFile = (file: string) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const text = yield* fs.readFileString(file).pipe(Effect.option)
+    if (text._tag === "None") return undefined
+    try {
+      const parsed = JSON.parse(text.value) as { run_id?: unknown }
+      return typeof parsed.run_id === "string" && parsed.run_id !== "" ? parsed.run_id : undefined
+    } catch {
+      return undefined
+    }
+  })
+
+const writeResumeFile = (file: string, runId: string) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    yield* fs.makeDirectory(path.dirname(file), { recursive: true })
+    yield* fs.writeFileString(file, JSON.stringify({ run_id: runId }))
+  }).pipe(Effect.mapError((error) => new DirectoryNotWritable({ path: file, reason: error.message })))
+
+const removeFile = (file: string) =>
+  Effect.flatMap(FileSystem.FileSystem, (fs) => fs.remove(file).pipe(Effect.ignore))
+
+// -----------------------------------------------------------------------------
 // printing
 // -----------------------------------------------------------------------------
 
@@ -229,6 +277,12 @@ const eventRecords = (runId: string, events: ReadonlyArray<RunEvent>): Array<Log
         break
       case "Preempting":
         records.push(Records.preempting(runId))
+        break
+      case "Stats":
+        records.push(Records.stats(runId, event.timestamp, event.metrics))
+        break
+      case "Output":
+        records.push(Records.outputRaw(runId, event.stream, event.text, event.timestamp))
         break
     }
   }
@@ -316,14 +370,32 @@ const start = (options: InitOptions.InitOptions | undefined) =>
         }
       }
     }
-    // Not yet: resume, resumeFrom and forkFrom are validated, but an online run always starts anew.
+    // Not yet: resumeFrom and forkFrom are validated, but an online run never rewinds or forks.
     // Not yet: syncTensorboard, monitorGym and saveCode are validated and have no effect.
     if (values.resume !== undefined && mode === "offline") {
       yield* printer.warn(`resume "${values.resume}" is ignored since this run is offline.`)
     }
 
-    const runId = values.id ?? RunId.generate()
-    if (values.id === undefined) settings = Settings.override(settings, "id", runId, "generated")
+    const resumeFile = mode === "disabled" ? undefined : yield* resumeFileOf(prepared.cwd, values)
+    let runId = values.id
+    if (values.resume === "auto" && resumeFile !== undefined) {
+      const remembered = yield* readResumeFile(resumeFile)
+      if (remembered !== undefined && runId !== undefined && remembered !== runId) {
+        yield* printer.warn(`Ignoring run id ${remembered} from ${resumeFile}: the run id is set to ${runId}.`)
+      }
+      runId ??= remembered
+    }
+    if (runId === undefined) {
+      runId = RunId.generate()
+      settings = Settings.override(settings, "id", runId, "generated")
+    } else if (values.id === undefined) {
+      settings = Settings.override(settings, "id", runId, `resume file ${resumeFile}`)
+    }
+    // `resume: "auto"` remembers the id until a run with it ends well; a run without resume forgets it.
+    if (resumeFile !== undefined) {
+      if (values.resume === "auto") yield* writeResumeFile(resumeFile, runId)
+      else if (values.resume === undefined) yield* removeFile(resumeFile)
+    }
 
     const core = new RunCore({
       runId,
@@ -357,7 +429,9 @@ const start = (options: InitOptions.InitOptions | undefined) =>
       entity: online.upserted.entity,
       project: online.upserted.project,
       name: online.upserted.displayName ?? base.name,
-      url: online.url
+      url: online.url,
+      resumed: online.continuation !== undefined,
+      startingStep: core.startingStep
     }
     return yield* startLocal(connected, core, finalValues, printer, startTime, prepared.cwd, online)
   })
@@ -365,6 +439,7 @@ const start = (options: InitOptions.InitOptions | undefined) =>
 interface Online {
   readonly client: ServerClient
   readonly upserted: UpsertedRun
+  readonly continuation: ResumeDecision.Continuation | undefined
   readonly url: string
 }
 
@@ -391,18 +466,43 @@ const connect = (
 
     const handshake = Effect.gen(function*() {
       const viewer = yield* remember(client.viewer)
+      const entity = values.entity ?? viewer.entity
+
+      let continuation: ResumeDecision.Continuation | undefined
+      if (values.resume !== undefined) {
+        phase = "checking whether the run exists (RunResumeStatus)"
+        const stored = yield* remember(client.runResumeStatus({ entity, project: base.project, runId: base.id }))
+        const decision = ResumeDecision.decide(values.resume, stored)
+        if (decision._tag === "Refuse") {
+          return yield* Effect.fail(
+            new ResumeError({ reason: decision.reason, runId: base.id, entity: entity ?? "", project: base.project })
+          )
+        }
+        if (decision._tag === "Resume") {
+          continuation = decision.from
+          core.continueFrom(decision.from)
+        }
+      }
+
       phase = "creating the run (UpsertBucket)"
-      const info = runInfo(base, values, core, startTime, values.entity ?? viewer.entity)
-      const upserted = yield* remember(
-        client.upsertBucket(Replay.upsertInput(Records.run(info).recordType.value as RunRecord, core.config, platform()))
-      )
-      return upserted
+      const info = runInfo(base, values, core, startTime, entity)
+      const input = Replay.upsertInput(Records.run(info).recordType.value as RunRecord, core.config, platform())
+      // A resumed run keeps its tags and notes unless this init gives new ones, as in the official client.
+      const upserted = yield* remember(client.upsertBucket(
+        continuation === undefined ? input : {
+          ...input,
+          id: continuation.storageId,
+          tags: values.tags ?? continuation.tags,
+          notes: values.notes ?? continuation.notes
+        }
+      ))
+      return { upserted, continuation }
     })
 
     const timeoutMillis = Math.round(values.initTimeout * 1000)
     // init runs inside acquireRelease's uninterruptible acquire; the network wait alone is made
     // interruptible, or the timeout could not stop it.
-    const upserted = yield* handshake.pipe(
+    const { continuation, upserted } = yield* handshake.pipe(
       Effect.interruptible,
       Effect.timeoutFail({
         duration: Duration.millis(timeoutMillis),
@@ -412,6 +512,7 @@ const connect = (
     return {
       client,
       upserted,
+      continuation,
       url: WireFormat.runUrl(values.baseUrl, upserted.entity, upserted.project, upserted.runId)
     } satisfies Online
   }).pipe(Effect.withSpan("Wandb.connect"))
@@ -436,8 +537,8 @@ const runInfo = (
   host: values.host,
   startTime,
   config: core.config,
-  startingStep: 0,
-  resumed: false,
+  startingStep: core.startingStep,
+  resumed: base.resumed,
   gitRemoteUrl: values.gitRemoteUrl,
   gitCommit: values.gitCommit
 })
@@ -545,7 +646,12 @@ const startLocal = (
       writtenThrough: journal.writer.written,
       transmitInterval: Duration.seconds(values.fileStreamInterval),
       pollInterval: Duration.seconds(Math.min(values.flushInterval, 1)),
-      started: { upserted: online.upserted, offset: writer.written(), config: core.config },
+      started: {
+        upserted: online.upserted,
+        offset: writer.written(),
+        config: core.config,
+        startTime: startTime.getTime() / 1000
+      },
       platform: platform(),
       status,
       onStopped: () => Effect.runFork(printer.essential(`Run ${base.id} was stopped from the W&B app.`)),
@@ -567,6 +673,24 @@ const startLocal = (
       Effect.interruptible,
       Effect.forkIn(runScope)
     )
+
+    // Console output and system metrics go into the log like everything else; both stop with the run's
+    // scope, before the footer is printed.
+    if (values.console === "wrap") {
+      yield* (yield* ConsoleCapture).capture((stream, text) => core.recordOutput(stream, text, Date.now() / 1000)).pipe(
+        Scope.extend(runScope)
+      )
+    }
+    if (!values.disableStats) {
+      const monitor = yield* SystemMonitor
+      yield* Effect.sleep(Duration.seconds(values.statsInterval)).pipe(
+        Effect.zipRight(monitor.sample),
+        Effect.tap((sample) => Effect.sync(() => core.recordStats(sample.timestamp, sample.metrics))),
+        Effect.forever,
+        Effect.interruptible,
+        Effect.forkIn(runScope)
+      )
+    }
 
     yield* printer.info(`Tracking run with wandb-effect version ${Records.SDK_VERSION}`)
     yield* printer.info(`Run data is saved locally in ${paths.runDir}`)
@@ -598,6 +722,9 @@ const startLocal = (
         yield* journal.sync
         yield* Scope.close(runScope, Exit.void)
         yield* runDirectory.debug(paths, "INFO", `run ${base.id} finished with exit code ${exitCode}`)
+        if (exitCode === 0 && values.resume !== undefined) {
+          yield* removeFile(path.join(paths.wandbDir, RESUME_FILE)).pipe(Effect.provideService(FileSystem.FileSystem, fs))
+        }
 
         let synced = false
         if (sender !== undefined) {

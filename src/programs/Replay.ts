@@ -16,10 +16,15 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { type NetworkError, type ServerError, StorageError, TransactionLogCorrupt } from "../domain/Errors.js"
+import { type ConsoleLine, ConsoleLog, fileStreamLine } from "../domain/ConsoleLog.js"
 import * as ExtendedJson from "../domain/ExtendedJson.js"
 import * as RunConfig from "../domain/RunConfig.js"
 import * as WireFormat from "../domain/WireFormat.js"
-import type { Record as LogRecord, RunRecord } from "../internal/proto/wandb_internal_pb.js"
+import {
+  OutputRawRecord_OutputType,
+  type Record as LogRecord,
+  type RunRecord
+} from "../internal/proto/wandb_internal_pb.js"
 import type { RunPath, ServerClient, UpsertBucketInput, UpsertedRun } from "../layers/ServerApi.js"
 import { type LogDamage, TransactionLog } from "../layers/TransactionLog.js"
 
@@ -36,6 +41,18 @@ export const HISTORY_FILE = "wandb-history.jsonl"
  * @category constants
  */
 export const SUMMARY_FILE = "wandb-summary.json"
+
+/**
+ * @since 0.1.0
+ * @category constants
+ */
+export const EVENTS_FILE = "wandb-events.jsonl"
+
+/**
+ * @since 0.1.0
+ * @category constants
+ */
+export const OUTPUT_FILE = "output.log"
 
 // Roughly what one file_stream request may carry (protocol §5.5); one longer line still goes alone.
 const MAX_REQUEST_BYTES = 10 * 1024 * 1024
@@ -81,7 +98,13 @@ export interface ReplayOptions {
   /** How often a live log is looked at for new records. */
   readonly pollInterval: Duration.DurationInput
   /** A live run was created by init: its upsert result and the log offset after its run record. */
-  readonly started?: { readonly upserted: UpsertedRun; readonly offset: number; readonly config: RunConfig.ConfigValues }
+  readonly started?: {
+    readonly upserted: UpsertedRun
+    readonly offset: number
+    readonly config: RunConfig.ConfigValues
+    /** Unix seconds; system metrics lines carry their time since then. */
+    readonly startTime: number
+  }
   /** Overrides applied to the run record (sync's `--project`, `--entity`). */
   readonly overrides?: { readonly entity?: string | undefined; readonly project?: string | undefined }
   readonly platform: string
@@ -216,10 +239,11 @@ export const replay = (
     }
     let displayName = options.started?.upserted.displayName
     let storageId = options.started?.upserted.storageId
-    // Lines the server already holds are not sent again: after a crash or a timed-out finish, a later sync
-    // continues where the server stopped, whatever was in flight when the writer died.
-    let historySkip = options.started?.upserted.historyLineCount ?? 0
-    let historyLine = historySkip
+    // A live run sends every row it logs, after the lines the server already holds. A replay from the
+    // start of a log skips the rows the server has: steps only go up, so every row at or below the
+    // server's last step is there already (after a crash, a timed-out finish, or a sync run twice).
+    let skipThroughStep = -1
+    let historyLine = options.started?.upserted.historyLineCount ?? 0
     status.historyAcknowledged = historyLine
 
     const config: RunConfig.ConfigValues = { ...(options.started?.config ?? {}) }
@@ -231,6 +255,22 @@ export const replay = (
 
     let lines: Array<string> = []
     let lineBytes = 0
+    let startTime = options.started?.startTime ?? 0
+    let eventsLine = 0
+    let events: Array<string> = []
+    const consoleLog = new ConsoleLog()
+    // Console lines waiting to be sent (a changed line replaces its earlier text), and every line's latest
+    // text for `output.log`.
+    const consolePending = new Map<number, string>()
+    const consoleText = new Map<number, string>()
+    const takeConsole = (changed: ReadonlyArray<ConsoleLine>) => {
+      for (const line of changed) {
+        const wire = fileStreamLine(line)
+        consolePending.set(line.lineNumber, wire)
+        consoleText.set(line.lineNumber, line.text)
+        lineBytes += wire.length
+      }
+    }
     let pendingOffset = offset
     let preempting = false
     let exitCode: number | undefined
@@ -246,9 +286,9 @@ export const replay = (
         displayName = upserted.displayName ?? displayName
         if (run === undefined) {
           run = { entity: upserted.entity, project: upserted.project, runId: upserted.runId }
-          historySkip = upserted.historyLineCount
-          historyLine = historySkip
+          historyLine = upserted.historyLineCount
           status.historyAcknowledged = historyLine
+          if (historyLine > 0) skipThroughStep = yield* lastStoredStep(client, run)
         }
         configDirty = false
       })
@@ -260,6 +300,7 @@ export const replay = (
           case "run": {
             if (runRecord === undefined) {
               runRecord = kind.value
+              if (kind.value.startTime !== undefined) startTime = Number(kind.value.startTime.seconds)
               if (kind.value.config !== undefined) configFromItems(config, kind.value.config.update)
               // The first run record creates the run, unless a live init already did.
               if (run === undefined) yield* upsertRun(kind.value)
@@ -268,7 +309,7 @@ export const replay = (
           }
           case "history": {
             status.historyRead++
-            if (status.historyRead <= historySkip) return
+            if (Number(kind.value.step?.num ?? 0n) <= skipThroughStep) return
             const line = WireFormat.historyLine(kind.value.item)
             if (line.length > MAX_LINE_BYTES) {
               status.droppedLines++
@@ -295,6 +336,25 @@ export const replay = (
           case "preempting":
             preempting = true
             return
+          case "stats": {
+            const seconds = kind.value.timestamp === undefined
+              ? 0
+              : Number(kind.value.timestamp.seconds) + kind.value.timestamp.nanos / 1e9
+            const row: Array<string> = [`"_wandb":true`, `"_timestamp":${seconds}`, `"_runtime":${seconds - startTime}`]
+            for (const item of kind.value.item) row.push(`${JSON.stringify(`system.${item.key}`)}:${item.valueJson}`)
+            const line = `{${row.join(",")}}`
+            events.push(line)
+            lineBytes += line.length
+            return
+          }
+          case "outputRaw": {
+            const seconds = kind.value.timestamp === undefined
+              ? 0
+              : Number(kind.value.timestamp.seconds) + kind.value.timestamp.nanos / 1e9
+            const stream = kind.value.outputType === OutputRawRecord_OutputType.STDOUT ? "stdout" : "stderr"
+            takeConsole(consoleLog.write(stream, kind.value.line, seconds))
+            return
+          }
           case "exit":
             exitCode = kind.value.exitCode
             return
@@ -308,6 +368,14 @@ export const replay = (
         const files: Record<string, { offset: number; content: ReadonlyArray<string> }> = {}
         if (lines.length > 0) files[HISTORY_FILE] = { offset: historyLine, content: lines }
         if (summaryDirty) files[SUMMARY_FILE] = { offset: 0, content: [ExtendedJson.stringify(summary.nested())] }
+        if (events.length > 0) files[EVENTS_FILE] = { offset: eventsLine, content: events }
+        // One request carries one contiguous run of console lines; the rest wait for the next request.
+        const consoleRun: Array<number> = []
+        if (consolePending.size > 0) {
+          let next = Math.min(...consolePending.keys())
+          while (consolePending.has(next)) consoleRun.push(next++)
+          files[OUTPUT_FILE] = { offset: consoleRun[0]!, content: consoleRun.map((n) => consolePending.get(n)!) }
+        }
         const request = {
           ...(Object.keys(files).length > 0 ? { files } : {}),
           ...(preempting ? { preempting: true as const } : {}),
@@ -319,10 +387,13 @@ export const replay = (
         }
         const response = yield* client.fileStream(run!, request)
         historyLine += lines.length
+        eventsLine += events.length
         status.historyAcknowledged = historyLine
         status.offsetAcknowledged = pendingOffset
         lines = []
-        lineBytes = 0
+        events = []
+        for (const n of consoleRun) consolePending.delete(n)
+        lineBytes = [...consolePending.values()].reduce((total, line) => total + line.length, 0)
         summaryDirty = false
         preempting = false
         const now = yield* Clock.currentTimeMillis
@@ -375,7 +446,8 @@ export const replay = (
         if (configDirty && runRecord !== undefined && (ending || now - configChangedAt >= Duration.toMillis(CONFIG_DEBOUNCE))) {
           yield* upsertRun(runRecord)
         }
-        const hasData = lines.length > 0 || summaryDirty || preempting
+        if (ending && reachedEnd) takeConsole(consoleLog.flush())
+        const hasData = lines.length > 0 || summaryDirty || preempting || events.length > 0 || consolePending.size > 0
         const urgent = lineBytes >= MAX_REQUEST_BYTES || preempting || ending
         if (hasData && (urgent || now - lastSent >= transmitInterval)) {
           yield* send()
@@ -394,6 +466,13 @@ export const replay = (
     // Completion: the files, then the final request with the exit code.
     status.phase = "uploading files"
     const finalExit = exitCode ?? 1
+    if (consoleText.size > 0) {
+      const text = [...consoleText.entries()].sort((a, b) => a[0] - b[0]).map(([, line]) => line).join("\n") + "\n"
+      yield* fs.makeDirectory(options.filesDir, { recursive: true }).pipe(
+        Effect.zipRight(fs.writeFileString(path.join(options.filesDir, OUTPUT_FILE), text)),
+        Effect.mapError((error) => new StorageError({ path: options.filesDir, operation: "write", reason: error.message }))
+      )
+    }
     if (options.writeFinalFiles === true) {
       const wandb = WireFormat.wandbConfigValue(options.platform)
       const userConfig = Object.fromEntries(Object.entries(config).filter(([key]) => key !== "_wandb"))
@@ -422,6 +501,21 @@ export const replay = (
     Effect.tapError(() => Effect.sync(() => (options.status.phase = "failed"))),
     Effect.withSpan("Replay.replay", { attributes: { logPath: options.logPath, follow: options.follow } })
   )
+
+// The `_step` of the last history line the server holds, from RunResumeStatus; -1 when it has none.
+const lastStoredStep = (client: ServerClient, run: RunPath) =>
+  Effect.gen(function*() {
+    const stored = yield* client.runResumeStatus({ entity: run.entity, project: run.project, runId: run.runId })
+    if (stored?.historyTail === undefined) return -1
+    try {
+      const lines = ExtendedJson.parse(stored.historyTail)
+      const last = Array.isArray(lines) && typeof lines.at(-1) === "string" ? ExtendedJson.parse(lines.at(-1)) : undefined
+      const step = (last as { _step?: unknown } | undefined)?._step
+      return typeof step === "number" ? step : -1
+    } catch {
+      return -1
+    }
+  })
 
 const listFiles = (fs: FileSystem.FileSystem, path: Path.Path, root: string) =>
   Effect.gen(function*() {
