@@ -236,3 +236,18 @@ describe("modes", () => {
       expect(error).toBeInstanceOf(CredentialsMissing)
     }))
 })
+
+describe("run ids", () => {
+  it.effect("a second live run with the same id fails with RunIdInUse; the id is free after finish", () =>
+    Effect.gen(function*() {
+      const cwd = tempDir()
+      yield* Effect.scoped(Effect.gen(function*() {
+        const run = yield* Wandb.init({ mode: "offline", id: "dup-id" })
+        const error = yield* Effect.flip(Effect.scoped(Wandb.init({ mode: "offline", id: "dup-id" })))
+        expect(error).toMatchObject({ _tag: "RunIdInUse", runId: "dup-id" })
+        yield* run.finish()
+        const again = yield* Effect.scoped(Effect.map(Wandb.init({ mode: "offline", id: "dup-id" }), (r) => r.id))
+        expect(again).toBe("dup-id")
+      })).pipe(provide(cwd))
+    }))
+})

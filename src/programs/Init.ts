@@ -25,6 +25,7 @@ import {
   DirectoryNotWritable,
   FinishTimeout,
   ResumeError,
+  RunIdInUse,
   type InitError,
   InitTimeout,
   InvalidArgument,
@@ -71,6 +72,10 @@ export type WandbEnv =
   | Path.Path
 
 const runCores = new WeakMap<Run, RunCore>()
+
+// Two live runs of one process must not share an id: both would append to one run on the server. A run's
+// id is free again once it finished.
+const liveRunIds = new Set<string>()
 
 /**
  * The synchronous core behind a run, for the Promise facade's hot path.
@@ -421,6 +426,9 @@ const start = (options: InitOptions.InitOptions | undefined) =>
     }
 
     if (mode === "disabled") return makeDisabledRun(base, core)
+    if (liveRunIds.has(runId)) return yield* Effect.fail(new RunIdInUse({ runId }))
+    liveRunIds.add(runId)
+    yield* Effect.addFinalizer(() => Effect.sync(() => liveRunIds.delete(runId)))
     if (Option.isNone(credentials)) return yield* startLocal(base, core, finalValues, printer, startTime, prepared.cwd)
 
     const online = yield* connect(base, core, finalValues, credentials.value, startTime)
@@ -711,6 +719,7 @@ const startLocal = (
         const runtime = (Date.now() - core.startTimeMs) / 1000
         core.setSummaryLeaves({ _wandb: { runtime: Math.floor(runtime) }, _runtime: runtime })
         core.finished = true
+        liveRunIds.delete(base.id)
 
         // The files come first: a live sender uploads them as soon as it reads the exit record.
         yield* writeRunFiles(runDirectory, paths, core, values, startTime).pipe(Effect.provideService(Path.Path, path))
