@@ -286,7 +286,8 @@ const requireCurrent = (method: string): Run => {
  * @since 0.1.0
  * @category members
  */
-export const log = (data: Record<string, unknown>, options?: LogOptions): void => requireCurrent("log").log(data, options)
+export const log = (data: Record<string, unknown>, options?: LogOptions): void =>
+  requireCurrent("log").log(data, options)
 
 /**
  * Finishes the current run, if there is one.

@@ -107,7 +107,8 @@ describe("extended JSON", () => {
   })
 
   it("canonical form ignores key order", () => {
-    expect(ExtendedJson.canonical({ b: 1, a: { d: 3.0, c: [1] } })).toBe(ExtendedJson.canonical({ a: { c: [1], d: 3 }, b: 1 }))
+    expect(ExtendedJson.canonical({ b: 1, a: { d: 3.0, c: [1] } }))
+      .toBe(ExtendedJson.canonical({ a: { c: [1], d: 3 }, b: 1 }))
     expect(ExtendedJson.canonical({ a: 1 })).not.toBe(ExtendedJson.canonical({ a: "1" }))
   })
 

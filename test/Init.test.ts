@@ -36,7 +36,7 @@ describe("the scoped run", () => {
       expect(types.slice(-3)).toEqual(["exit", "final", "footer"])
       expect(records.map((r) => Number(r.num))).toEqual(records.map((_, i) => i + 1))
 
-      const run = records[1]!.recordType.value as { runId: string; project: string; displayName: string; tags: string[] }
+      const run = records[1]!.recordType.value as { project: string; displayName: string; tags: Array<string> }
       expect(run).toMatchObject({ project: "p", displayName: "n", tags: ["t"] })
       const rows = records.filter((r) => typeOf(r) === "history").map(historyRow)
       expect(rows.map((r) => r._step)).toEqual([0, 1, 2, 3, 4])
@@ -163,8 +163,8 @@ describe("directories", () => {
       const root = path.join(cwd, "custom", "root")
       const dirs: Array<string> = []
       for (let i = 0; i < 3; i++) {
-        dirs.push(yield* Effect.scoped(Effect.map(Wandb.init({ mode: "offline", id: "same-id", dir: root }), (r) => r.dir!))
-          .pipe(provide(cwd)))
+        const started = Wandb.init({ mode: "offline", id: "same-id", dir: root })
+        dirs.push(yield* Effect.scoped(Effect.map(started, (r) => r.dir!)).pipe(provide(cwd)))
       }
       const seconds = new Set(dirs.map((d) => path.basename(d).slice(12, 27)))
       if (seconds.size === 1) {

@@ -95,7 +95,9 @@ describe("online runs against the loopback server", () => {
     Effect.gen(function*() {
       const server = yield* TestServer.scoped({ apiKeys: ["a".repeat(40)] })
       const cwd = tempDir()
-      const error = yield* Effect.flip(Effect.scoped(Wandb.init({ project: "p" })).pipe(provide(cwd, onlineEnv(server.url))))
+      const error = yield* Effect.flip(
+        Effect.scoped(Wandb.init({ project: "p" })).pipe(provide(cwd, onlineEnv(server.url)))
+      )
       expect(error).toBeInstanceOf(CredentialsRejected)
       expect((error as CredentialsRejected).status).toBe(401)
       expect(JSON.stringify(error)).not.toContain(key)
@@ -108,16 +110,18 @@ describe("online runs against the loopback server", () => {
       const server = yield* TestServer.scoped({ faults: { rule: Faults.always(Faults.hang) } })
       const cwd = tempDir()
       const error = yield* Effect.flip(
-        Effect.scoped(Wandb.init({ project: "p", settings: { initTimeout: 1 } })).pipe(provide(cwd, onlineEnv(server.url)))
+        Effect.scoped(Wandb.init({ project: "p", settings: { initTimeout: 1 } })).pipe(
+          provide(cwd, onlineEnv(server.url))
+        )
       )
       expect(error).toBeInstanceOf(InitTimeout)
       expect((error as InitTimeout).phase).toContain("Viewer")
       expect((error as InitTimeout).timeoutMillis).toBe(1000)
     }))
 
-  it.scopedLive("a server that dies mid-run: finish fails with FinishTimeout, and a later sync uploads the rest once", () =>
+  it.scopedLive("a server that dies mid-run: finish fails with FinishTimeout; a later sync sends the rest once", () =>
     Effect.gen(function*() {
-      const server = yield* Effect.acquireRelease(Effect.promise(() => startTestServer()), (s) => Effect.promise(() => s.close()))
+      const server = yield* TestServer.scoped()
       const cwd = tempDir()
       const env = onlineEnv(server.url, { WANDB_X_FILE_STREAM_TRANSMIT_INTERVAL: "0.05" })
 
@@ -157,11 +161,17 @@ describe("sync", () => {
     const syncServer = await startTestServer()
     try {
       const onlineCwd = tempDir()
-      const online = await runProgram("examples/train-iris.ts", [], { cwd: onlineCwd, env: onlineEnv(onlineServer.url) })
+      const online = await runProgram("examples/train-iris.ts", [], {
+        cwd: onlineCwd,
+        env: onlineEnv(onlineServer.url)
+      })
       expect(online.code, online.stderr).toBe(0)
 
       const offlineCwd = tempDir()
-      const offline = await runProgram("examples/train-iris.ts", [], { cwd: offlineCwd, env: { WANDB_MODE: "offline" } })
+      const offline = await runProgram("examples/train-iris.ts", [], {
+        cwd: offlineCwd,
+        env: { WANDB_MODE: "offline" }
+      })
       expect(offline.code, offline.stderr).toBe(0)
       const sync = await runProgram("src/bin.ts", ["sync"], { cwd: offlineCwd, env: onlineEnv(syncServer.url) })
       expect(sync.code, sync.stderr).toBe(0)
@@ -201,7 +211,7 @@ describe("sync", () => {
     }
   })
 
-  it("a training process killed with SIGKILL, then synced: every row logged a flush interval before is there", async () => {
+  it("a process killed with SIGKILL, then synced: every row older than a flush interval is there", async () => {
     const server = await startTestServer()
     try {
       const cwd = tempDir()

@@ -1,53 +1,12 @@
 import { describe, expect, it } from "vitest"
-import { type ChildProcess, spawn } from "node:child_process"
 import * as path from "node:path"
-import { pathToFileURL } from "node:url"
+import { startProgram, watch } from "./support/children.js"
 import { historyRow, logFileOf, readLog, recordsOf, tempDir, typeOf } from "./support/runFiles.js"
 
-const scripts = path.join(import.meta.dirname, "fixtures", "scripts")
-// The children run from their own temp dir, so tsx's loader is named by its absolute location.
-const tsxLoader = pathToFileURL(path.join(import.meta.dirname, "..", "node_modules", "tsx", "dist", "loader.mjs")).href
+const start = (script: string, dir: string) =>
+  startProgram(path.join("test", "fixtures", "scripts", script), [dir], { cwd: dir, env: { WANDB_SILENT: "true" } })
 
-const start = (script: string, dir: string): ChildProcess =>
-  spawn(process.execPath, ["--import", tsxLoader, "--conditions=source", path.join(scripts, script), dir], {
-    cwd: dir,
-    env: { ...cleanEnv(), WANDB_SILENT: "true", HOME: dir },
-    stdio: ["ignore", "pipe", "pipe"]
-  })
-
-// The children see no WANDB_* variable of the machine running the tests.
-const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("WANDB_")))
-
-interface Ended {
-  readonly code: number | null
-  readonly signal: NodeJS.Signals | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
-const collect = (child: ChildProcess) => {
-  let stdout = ""
-  let stderr = ""
-  child.stdout!.on("data", (chunk) => (stdout += chunk))
-  child.stderr!.on("data", (chunk) => (stderr += chunk))
-  const ended = new Promise<Ended>((resolve) =>
-    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }))
-  )
-  const waitFor = (pattern: RegExp) =>
-    new Promise<RegExpMatchArray>((resolve, reject) => {
-      const check = () => {
-        const match = stdout.match(pattern)
-        if (match !== null) {
-          child.stdout!.off("data", check)
-          resolve(match)
-        }
-      }
-      child.stdout!.on("data", check)
-      child.on("close", () => reject(new Error(`exited before ${pattern}: ${stderr}`)))
-      check()
-    })
-  return { ended, waitFor, output: () => stdout }
-}
+const collect = watch
 
 const exitCodeIn = async (runDir: string) => {
   const records = await recordsOf(runDir)

@@ -31,11 +31,14 @@ describe("the resume decision", () => {
     expect(ResumeDecision.decide("never", undefined)._tag).toBe("New")
     expect(ResumeDecision.decide("must", undefined)).toEqual({ _tag: "Refuse", reason: "not-found" })
     expect(ResumeDecision.decide("allow", undefined)._tag).toBe("New")
-    for (const resume of ["allow", "must", "auto"] as const) expect(ResumeDecision.decide(resume, stored())._tag).toBe("Resume")
+    for (const resume of ["allow", "must", "auto"] as const) {
+      expect(ResumeDecision.decide(resume, stored())._tag).toBe("Resume")
+    }
   })
 
   it("a bucket without _wandb.t was never started by a client", () => {
-    expect(ResumeDecision.decide("must", stored({ wandbConfig: "{}" }))).toEqual({ _tag: "Refuse", reason: "not-found" })
+    expect(ResumeDecision.decide("must", stored({ wandbConfig: "{}" })))
+      .toEqual({ _tag: "Refuse", reason: "not-found" })
   })
 
   it("continues after the last step, keeps the runtime, the config and the summary", () => {
@@ -47,7 +50,8 @@ describe("the resume decision", () => {
     expect(decision.from.summary).toMatchObject({ acc: 10 })
     expect(ResumeDecision.decide("allow", stored({ historyLineCount: 0, historyTail: "[]" })))
       .toMatchObject({ from: { startingStep: 15 } })
-    expect(ResumeDecision.decide("must", stored({ summaryMetrics: "{oops" }))).toEqual({ _tag: "Refuse", reason: "unreadable" })
+    expect(ResumeDecision.decide("must", stored({ summaryMetrics: "{oops" })))
+      .toEqual({ _tag: "Refuse", reason: "unreadable" })
   })
 })
 
@@ -116,7 +120,8 @@ describe("the auto-resume file", () => {
       expect(fs.existsSync(file)).toBe(false)
 
       fs.writeFileSync(file, "not JSON")
-      const fresh = yield* Effect.scoped(Effect.map(Wandb.init({ resume: "auto", id: "explicit" }), (r) => r.id)).pipe(layer)
+      const fresh = yield* Effect.scoped(Effect.map(Wandb.init({ resume: "auto", id: "explicit" }), (r) => r.id))
+        .pipe(layer)
       expect(fresh).toBe("explicit")
     }))
 })

@@ -61,7 +61,15 @@ describe("config inputs", () => {
       p: new Point(1, 2),
       big: 10n,
       f: function namedFn() {}
-    })).toEqual({ s: [1, 2], m: { k: 1 }, d: "1970-01-01T00:00:00.000Z", n: null, p: { x: 1, y: 2 }, big: 10, f: "namedFn" })
+    })).toEqual({
+      s: [1, 2],
+      m: { k: 1 },
+      d: "1970-01-01T00:00:00.000Z",
+      n: null,
+      p: { x: 1, y: 2 },
+      big: 10,
+      f: "namedFn"
+    })
   })
 
   it.effect("init config from an object, with include and exclude keys", () =>

@@ -37,7 +37,11 @@ describe("settings sources and precedence", () => {
       )
       const env = { WANDB_RUN_GROUP: "env-group", WANDB_JOB_TYPE: "env-job", WANDB_PROJECT: "env-project" }
       const settings = yield* settingsOf(
-        { mode: "disabled", project: "arg-project", settings: { jobType: "settings-job", project: "settings-project" } },
+        {
+          mode: "disabled",
+          project: "arg-project",
+          settings: { jobType: "settings-job", project: "settings-project" }
+        },
         env,
         cwd,
         home
@@ -195,7 +199,8 @@ describe("parsers", () => {
   it("parses run moments and refuses malformed ones", () => {
     expect(parseRunMoment("abc?_step=12")).toEqual({ ok: true, value: { run: "abc", metric: "_step", value: 12 } })
     expect(parseRunMoment("abc?_step=1.5")).toMatchObject({ ok: true, value: { value: 1.5 } })
-    for (const bad of ["x?metric=1", "x?_step=abc", "x/metric?_step=1", "x?_step=1&metric=1", "x?_step=1#f", "?_step=1"]) {
+    const malformed = ["x?metric=1", "x?_step=abc", "x/metric?_step=1", "x?_step=1&metric=1", "x?_step=1#f", "?_step=1"]
+    for (const bad of malformed) {
       expect(parseRunMoment(bad).ok, bad).toBe(false)
     }
   })

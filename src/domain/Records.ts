@@ -244,7 +244,12 @@ export const stats = (
  * @since 0.1.0
  * @category constructors
  */
-export const outputRaw = (runId: string, stream: "stdout" | "stderr", text: string, timestampSeconds: number): LogRecord =>
+export const outputRaw = (
+  runId: string,
+  stream: "stdout" | "stderr",
+  text: string,
+  timestampSeconds: number
+): LogRecord =>
   envelope(runId, {
     recordType: {
       case: "outputRaw",

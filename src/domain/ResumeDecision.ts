@@ -131,7 +131,8 @@ export const decide = (resume: Resume | undefined, stored: StoredRun | undefined
   for (const key of Object.keys(configText)) {
     if (key === "_wandb") continue
     const entry = configText[key]
-    config[key] = typeof entry === "object" && entry !== null && "value" in entry ? (entry as { value: unknown }).value : entry
+    const wrapped = typeof entry === "object" && entry !== null && "value" in entry
+    config[key] = wrapped ? (entry as { value: unknown }).value : entry
   }
 
   return {

@@ -213,7 +213,10 @@ export const planUpdate = (
   current: ConfigValues,
   update: ConfigValues,
   allowValChange: boolean
-): { readonly ok: true; readonly changed: ConfigValues } | { readonly ok: false; readonly error: ConfigValueChanged } => {
+):
+  | { readonly ok: true; readonly changed: ConfigValues }
+  | { readonly ok: false; readonly error: ConfigValueChanged } =>
+{
   const changed: ConfigValues = {}
   for (const key of Object.keys(update)) {
     const next = update[key]

@@ -525,7 +525,11 @@ export const resolve = (
       if (raw === undefined || raw === null) continue
       const parsed = definitions[key].parse(raw)
       if (parsed.ok) resolved[key] = { value: parsed.value, source, origin }
-      else violations.push(new SettingViolation({ setting: key, source: `${source} (${origin})`, reason: parsed.reason }))
+      else {
+        violations.push(
+          new SettingViolation({ setting: key, source: `${source} (${origin})`, reason: parsed.reason })
+        )
+      }
     }
   }
 

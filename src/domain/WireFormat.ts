@@ -27,7 +27,8 @@ export interface WireItem {
  * @since 0.1.0
  * @category models
  */
-export const pathOf = (item: WireItem): ReadonlyArray<string> => (item.nestedKey.length > 0 ? item.nestedKey : [item.key])
+export const pathOf = (item: WireItem): ReadonlyArray<string> =>
+  item.nestedKey.length > 0 ? item.nestedKey : [item.key]
 
 interface RawTree {
   [key: string]: RawTree | string

@@ -100,7 +100,9 @@ const readSettingsFile = (
   fs: FileSystem.FileSystem,
   path: string,
   source: "global-file" | "workspace-file"
-): Effect.Effect<{ readonly values: SourceValues; readonly problems: Array<SettingViolation>; readonly had: boolean }> =>
+): Effect.Effect<
+  { readonly values: SourceValues; readonly problems: Array<SettingViolation>; readonly had: boolean }
+> =>
   fs.readFileString(path).pipe(
     Effect.map((text) => {
       const problems: Array<SettingViolation> = []

@@ -62,7 +62,9 @@ const syncCommand = Command.make(
       if (outcomes.length === 0) yield* Console.log("No runs found to sync.")
       for (const outcome of outcomes) yield* Console.log(Sync.describeOutcome(outcome))
       const failed = outcomes.filter((outcome) => outcome.status === "failed").length
-      if (failed > 0) return yield* Effect.fail(new SomeRunsFailed(`${failed} of ${outcomes.length} runs failed to sync`))
+      if (failed > 0) {
+        return yield* Effect.fail(new SomeRunsFailed(`${failed} of ${outcomes.length} runs failed to sync`))
+      }
     })
 ).pipe(Command.withDescription("Upload runs kept on disk (offline runs, or online runs that did not finish sending)"))
 

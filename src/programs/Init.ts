@@ -108,7 +108,9 @@ const readConfigFile = (fs: FileSystem.FileSystem, path: Path.Path, file: string
     ),
     Effect.flatMap((text) => {
       const parsed = RunConfig.fromYaml(text)
-      return parsed.ok ? Effect.succeed(parsed.values) : Effect.fail(new ConfigFileError({ path: file, reason: parsed.reason }))
+      return parsed.ok
+        ? Effect.succeed(parsed.values)
+        : Effect.fail(new ConfigFileError({ path: file, reason: parsed.reason }))
     })
   )
 
@@ -125,7 +127,11 @@ const prepare = (options: unknown) =>
     if (typeof input === "string") {
       const fromFile = yield* readConfigFile(fs, path, input, loaded.cwd).pipe(Effect.either)
       if (fromFile._tag === "Right") config = fromFile.right
-      else violations.push(new SettingViolation({ setting: "config", source: "init-argument", reason: fromFile.left.message }))
+      else {
+        violations.push(
+          new SettingViolation({ setting: "config", source: "init-argument", reason: fromFile.left.message })
+        )
+      }
     } else if (Array.isArray(input)) {
       config = RunConfig.fromArgv(input as ReadonlyArray<string>)
     } else if (input !== undefined) {
@@ -369,7 +375,9 @@ const start = (options: InitOptions.InitOptions | undefined) =>
         if (problem !== undefined) {
           return yield* Effect.fail(
             new InvalidSettings({
-              violations: [new SettingViolation({ setting: "apiKey", source: credentials.value.source, reason: problem })]
+              violations: [
+                new SettingViolation({ setting: "apiKey", source: credentials.value.source, reason: problem })
+              ]
             })
           )
         }
@@ -551,9 +559,15 @@ const runInfo = (
   gitCommit: values.gitCommit
 })
 
-type RunBase = Pick<Run, "id" | "name" | "project" | "entity" | "mode" | "url" | "resumed" | "startingStep" | "settings">
+type RunBase = Pick<
+  Run,
+  "id" | "name" | "project" | "entity" | "mode" | "url" | "resumed" | "startingStep" | "settings"
+>
 
-const configMembers = (core: RunCore, readFile: (file: string) => Effect.Effect<RunConfig.ConfigValues, ConfigFileError>) => ({
+const configMembers = (
+  core: RunCore,
+  readFile: (file: string) => Effect.Effect<RunConfig.ConfigValues, ConfigFileError>
+) => ({
   get: Effect.sync(() => core.config),
   update: (values: InitOptions.ConfigInput, options?: { readonly allowValChange?: boolean | undefined }) =>
     Effect.gen(function*() {
@@ -591,7 +605,12 @@ const makeDisabledRun = (base: RunBase, core: RunCore): Run => {
     finish: (options) =>
       Effect.sync(() => {
         core.flushHistory()
-        return { ...result, exitCode: options?.exitCode ?? 0, historyRows: core.historyRows, droppedRows: core.droppedRows }
+        return {
+          ...result,
+          exitCode: options?.exitCode ?? 0,
+          historyRows: core.historyRows,
+          droppedRows: core.droppedRows
+        }
       }),
     markPreempting: Effect.void
   }
@@ -664,7 +683,9 @@ const startLocal = (
       status,
       onStopped: () => Effect.runFork(printer.essential(`Run ${base.id} was stopped from the W&B app.`)),
       onDroppedLine: (step, bytes) =>
-        Effect.runFork(printer.warn(`The row at step ${step} is ${bytes} bytes, over the server's line limit; not sent.`))
+        Effect.runFork(
+          printer.warn(`The row at step ${step} is ${bytes} bytes, over the server's line limit; not sent.`)
+        )
     }).pipe(Effect.interruptible, Effect.forkIn(outer))
 
     core.onBacklog = () => {
@@ -732,7 +753,9 @@ const startLocal = (
         yield* Scope.close(runScope, Exit.void)
         yield* runDirectory.debug(paths, "INFO", `run ${base.id} finished with exit code ${exitCode}`)
         if (exitCode === 0 && values.resume !== undefined) {
-          yield* removeFile(path.join(paths.wandbDir, RESUME_FILE)).pipe(Effect.provideService(FileSystem.FileSystem, fs))
+          yield* removeFile(path.join(paths.wandbDir, RESUME_FILE)).pipe(
+            Effect.provideService(FileSystem.FileSystem, fs)
+          )
         }
 
         let synced = false
@@ -747,7 +770,9 @@ const startLocal = (
           )
           if (Option.isNone(joined)) {
             yield* Fiber.interrupt(sender)
-            yield* printer.warn(`Finishing timed out; sync the rest later with \`npx wandb-effect sync ${paths.runDir}\``)
+            yield* printer.warn(
+              `Finishing timed out; sync the rest later with \`npx wandb-effect sync ${paths.runDir}\``
+            )
             return yield* Effect.fail(
               new FinishTimeout({
                 runId: base.id,
@@ -829,12 +854,18 @@ const describePending = (status: Replay.ReplayStatus, historyRows: number): stri
   if (status.historyAcknowledged < historyRows) {
     parts.push(`history rows ${status.historyAcknowledged} to ${historyRows - 1} of ${historyRows}`)
   }
-  if (status.phase !== "done") parts.push(status.phase === "reading" ? "the summary, files and completion" : status.phase)
+  if (status.phase !== "done") {
+    parts.push(status.phase === "reading" ? "the summary, files and completion" : status.phase)
+  }
   return parts.join("; ") || "the completion"
 }
 
 // On a terminal, one line shows how far the upload is while finish waits for it.
-const showProgress = <A, E, R>(wait: Effect.Effect<A, E, R>, status: Replay.ReplayStatus, values: Settings.Settings) => {
+const showProgress = <A, E, R>(
+  wait: Effect.Effect<A, E, R>,
+  status: Replay.ReplayStatus,
+  values: Settings.Settings
+) => {
   if (values.silent || values.quiet || !process.stderr.isTTY) return wait
   const draw = Effect.sync(() =>
     process.stderr.write(`\rwandb: uploading: ${status.historyAcknowledged} history rows sent, ${status.phase}   `)

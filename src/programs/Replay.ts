@@ -443,7 +443,8 @@ export const replay = (
       const ending = exitCode !== undefined || Option.isSome(damage) || (!options.follow && reachedEnd)
       const now = yield* Clock.currentTimeMillis
       if (run !== undefined) {
-        if (configDirty && runRecord !== undefined && (ending || now - configChangedAt >= Duration.toMillis(CONFIG_DEBOUNCE))) {
+        const configDue = ending || now - configChangedAt >= Duration.toMillis(CONFIG_DEBOUNCE)
+        if (configDirty && runRecord !== undefined && configDue) {
           yield* upsertRun(runRecord)
         }
         if (ending && reachedEnd) takeConsole(consoleLog.flush())
@@ -470,7 +471,7 @@ export const replay = (
       const text = [...consoleText.entries()].sort((a, b) => a[0] - b[0]).map(([, line]) => line).join("\n") + "\n"
       yield* fs.makeDirectory(options.filesDir, { recursive: true }).pipe(
         Effect.zipRight(fs.writeFileString(path.join(options.filesDir, OUTPUT_FILE), text)),
-        Effect.mapError((error) => new StorageError({ path: options.filesDir, operation: "write", reason: error.message }))
+        Effect.mapError(writeFailed(options.filesDir))
       )
     }
     if (options.writeFinalFiles === true) {
@@ -481,7 +482,7 @@ export const replay = (
         fs.writeFileString(path.join(options.filesDir, "config.yaml"), RunConfig.toYaml(userConfig, wandb)),
         fs.writeFileString(path.join(options.filesDir, SUMMARY_FILE), ExtendedJson.stringify(summary.nested()) + "\n")
       ], { discard: true }).pipe(
-        Effect.mapError((error) => new StorageError({ path: options.filesDir, operation: "write", reason: error.message }))
+        Effect.mapError(writeFailed(options.filesDir))
       )
     }
     const uploaded = yield* uploadFiles(client, run!, options.filesDir, fs, path)
@@ -502,6 +503,9 @@ export const replay = (
     Effect.withSpan("Replay.replay", { attributes: { logPath: options.logPath, follow: options.follow } })
   )
 
+const writeFailed = (path: string) => (error: { readonly message: string }) =>
+  new StorageError({ path, operation: "write", reason: error.message })
+
 // The `_step` of the last history line the server holds, from RunResumeStatus; -1 when it has none.
 const lastStoredStep = (client: ServerClient, run: RunPath) =>
   Effect.gen(function*() {
@@ -509,7 +513,8 @@ const lastStoredStep = (client: ServerClient, run: RunPath) =>
     if (stored?.historyTail === undefined) return -1
     try {
       const lines = ExtendedJson.parse(stored.historyTail)
-      const last = Array.isArray(lines) && typeof lines.at(-1) === "string" ? ExtendedJson.parse(lines.at(-1)) : undefined
+      const lastLine = Array.isArray(lines) ? lines.at(-1) : undefined
+      const last = typeof lastLine === "string" ? ExtendedJson.parse(lastLine) : undefined
       const step = (last as { _step?: unknown } | undefined)?._step
       return typeof step === "number" ? step : -1
     } catch {
@@ -537,7 +542,13 @@ const listFiles = (fs: FileSystem.FileSystem, path: Path.Path, root: string) =>
 
 // Every file in `files/` is uploaded to the URL the server hands out; a file the server does not want
 // (no URL) is skipped, as the official client does.
-const uploadFiles = (client: ServerClient, run: RunPath, filesDir: string, fs: FileSystem.FileSystem, path: Path.Path) =>
+const uploadFiles = (
+  client: ServerClient,
+  run: RunPath,
+  filesDir: string,
+  fs: FileSystem.FileSystem,
+  path: Path.Path
+) =>
   Effect.gen(function*() {
     const names = yield* listFiles(fs, path, filesDir)
     if (names.length === 0) return []

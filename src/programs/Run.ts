@@ -108,7 +108,10 @@ export interface Run {
   readonly settings: SettingsWithProvenance
   /** The step the next row lands on. */
   readonly step: Effect.Effect<number>
-  readonly log: (data: Record<string, unknown>, options?: LogOptions) => Effect.Effect<void, InvalidArgument | RunFinished>
+  readonly log: (
+    data: Record<string, unknown>,
+    options?: LogOptions
+  ) => Effect.Effect<void, InvalidArgument | RunFinished>
   readonly config: RunConfigAccess
   readonly summary: RunSummaryAccess
   /** Finishes the run once; later calls return the same result. */

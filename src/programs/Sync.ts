@@ -139,7 +139,15 @@ export const sync = (paths: ReadonlyArray<string> | string = [], options: SyncOp
     for (const log of logs) {
       const marker = `${log}.synced`
       if (options.includeSynced !== true && (yield* fs.exists(marker).pipe(Effect.orElseSucceed(() => false)))) {
-        outcomes.push({ log, status: "skipped", runId: undefined, url: undefined, historyLines: 0, cut: undefined, error: undefined })
+        outcomes.push({
+          log,
+          status: "skipped",
+          runId: undefined,
+          url: undefined,
+          historyLines: 0,
+          cut: undefined,
+          error: undefined
+        })
         continue
       }
 
