@@ -28,10 +28,13 @@ export interface ChildSpec {
    */
   readonly sourceMapsTo?: string | undefined
   /**
-   * When heap profiling: where to write a sampling heap profile (`.heapprofile`, Chrome DevTools format) of
-   * the allocations live at the child's highest RSS.
+   * When heap profiling: the path, without extension, of the sampling heap profiles (Chrome DevTools format)
+   * to write. `live-at-peak`: one `.heapprofile` of the allocations still live at the child's highest RSS.
+   * `allocated`: one `.<phase>.heapprofile` for the logging loop and one for `finish`, of everything
+   * allocated in the phase, collected or not (where the garbage collector's work comes from).
    */
   readonly heapProfileTo?: string | undefined
+  readonly heapProfileMode?: "live-at-peak" | "allocated" | undefined
 }
 
 export interface InitTiming {

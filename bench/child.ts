@@ -33,25 +33,55 @@ const spec = JSON.parse(process.argv[2] ?? "") as ChildSpec
 let phase: Phase = "start"
 
 // ---------------------------------------------------------------------------------------------------------------
-// Heap profile at the highest RSS, when asked for: the live sampled allocations are read each time the RSS
-// has grown by 16 MB since the last reading, and the last reading is written at the end.
+// Heap profiles, when asked for (see `ChildSpec.heapProfileMode`). At the highest RSS: the live sampled
+// allocations are read each time the RSS has grown by 16 MB since the last reading, and the last reading
+// is kept. Allocated: sampling that keeps collected objects runs through each profiled phase.
 // ---------------------------------------------------------------------------------------------------------------
 
-const heapSession = spec.heapProfileTo === undefined ? undefined : new inspector.Session()
-let heapProfileAtPeak: { readonly profile: unknown; readonly rssBytes: number; readonly phase: Phase } | undefined
+const heapMode = spec.heapProfileTo === undefined ? undefined : spec.heapProfileMode ?? "live-at-peak"
+const heapSession = heapMode === undefined ? undefined : new inspector.Session()
+const heapProfiles = new Map<string, { readonly profile: unknown; readonly rssBytes: number; readonly phase: Phase }>()
+const ALLOCATION_PHASES: ReadonlyArray<Phase> = ["loop", "finish"]
 let heapProfileRss = 0
+
+// An inspector session on its own thread answers synchronously.
+const heapCommand = (method: string, params?: object): unknown => {
+  let failure: Error | null = null
+  let result: unknown
+  heapSession!.post(method, params, (error, answer) => {
+    failure = error
+    result = answer
+  })
+  if (failure !== null) throw failure
+  return result
+}
+const startSampling = (keepCollected: boolean) =>
+  heapCommand("HeapProfiler.startSampling", {
+    samplingInterval: 32768,
+    includeObjectsCollectedByMajorGC: keepCollected,
+    includeObjectsCollectedByMinorGC: keepCollected
+  })
+const sampledProfile = () => (heapCommand("HeapProfiler.getSamplingProfile") as { profile: unknown }).profile
+
 if (heapSession !== undefined) {
   heapSession.connect()
-  heapSession.post("HeapProfiler.enable")
-  heapSession.post("HeapProfiler.startSampling", { samplingInterval: 32768 })
+  heapCommand("HeapProfiler.enable")
+  if (heapMode === "live-at-peak") startSampling(false)
 }
 
-// An inspector session on the own thread answers synchronously.
-const readHeapProfile = (rss: number) => {
+const readLiveProfile = (rss: number) => {
   heapProfileRss = rss
-  heapSession!.post("HeapProfiler.getSamplingProfile", (error, answer) => {
-    if (error === null) heapProfileAtPeak = { profile: answer.profile, rssBytes: rss, phase }
-  })
+  heapProfiles.set("", { profile: sampledProfile(), rssBytes: rss, phase })
+}
+
+/** In `allocated` mode: ends the profile of the phase being left and starts one for the phase entered. */
+const switchAllocationProfile = (next: Phase) => {
+  if (heapMode !== "allocated") return
+  if (ALLOCATION_PHASES.includes(phase)) {
+    heapProfiles.set(`.${phase}`, { profile: sampledProfile(), rssBytes: process.memoryUsage.rss(), phase })
+    heapCommand("HeapProfiler.stopSampling")
+  }
+  if (ALLOCATION_PHASES.includes(next)) startSampling(true)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -66,7 +96,7 @@ const sampleRss = () => {
   const rss = process.memoryUsage.rss()
   rssSamples++
   if (rss > peakRss) peakRss = rss
-  if (heapSession !== undefined && rss > heapProfileRss + 16 * 1024 * 1024) readHeapProfile(rss)
+  if (heapMode === "live-at-peak" && rss > heapProfileRss + 16 * 1024 * 1024) readLiveProfile(rss)
   const current = peaks[phase]
   // The full breakdown costs more than the RSS alone, so it is taken at a phase's new highs only.
   if (current === undefined || rss > current.rssBytes) {
@@ -86,6 +116,7 @@ sampler.unref()
 
 const enter = (next: Phase) => {
   sampleRss()
+  switchAllocationProfile(next)
   phase = next
   sampleRss()
 }
@@ -296,7 +327,7 @@ try {
   process.exitCode = 1
 }
 if (spec.sourceMapsTo !== undefined) writeSourceMaps(spec.sourceMapsTo)
-if (spec.heapProfileTo !== undefined && heapProfileAtPeak !== undefined) {
-  const { phase: atPhase, profile, rssBytes } = heapProfileAtPeak
-  fs.writeFileSync(spec.heapProfileTo, JSON.stringify({ ...(profile as object), rssBytes, phase: atPhase }))
+for (const [suffix, { phase: atPhase, profile, rssBytes }] of heapProfiles) {
+  const file = `${spec.heapProfileTo}${suffix}.heapprofile`
+  fs.writeFileSync(file, JSON.stringify({ ...(profile as object), rssBytes, phase: atPhase, mode: heapMode }))
 }

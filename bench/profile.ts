@@ -185,7 +185,7 @@ const megabytes = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1).padStar
 
 const printSites = (title: string, sites: ReadonlyArray<AllocationSite>, top: number) => {
   const all = sites.find((site) => site.name === "(root)")?.totalBytes ?? 0
-  process.stdout.write(`${title}: ${megabytes(all).trim()} sampled live\n\nallocated by (self)\n`)
+  process.stdout.write(`${title}: ${megabytes(all).trim()} sampled\n\nallocated by (self)\n`)
   for (const site of [...sites].sort((a, b) => b.selfBytes - a.selfBytes).slice(0, top)) {
     process.stdout.write(`${percent(site.selfShare)} ${megabytes(site.selfBytes)}  ${site.name}\n`)
   }
@@ -207,9 +207,13 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const top = Number(values.top)
   for (const file of positionals) {
     if (file.endsWith(".heapprofile")) {
-      const heap = readJson<{ head: HeapNode; rssBytes?: number; phase?: string }>(file)
-      const maps = readMaps(file.replace(/\.heapprofile$/, ".sourcemaps.json"))
-      const at = heap.rssBytes === undefined ? "" : ` at RSS ${megabytes(heap.rssBytes).trim()} (${heap.phase})`
+      const heap = readJson<{ head: HeapNode; rssBytes?: number; phase?: string; mode?: string }>(file)
+      const maps = readMaps(file.replace(/(\.(loop|finish))?\.heapprofile$/, ".sourcemaps.json"))
+      const at = heap.rssBytes === undefined
+        ? ""
+        : heap.mode === "allocated"
+        ? `, allocated during ${heap.phase}, collected or not`
+        : ` at RSS ${megabytes(heap.rssBytes).trim()} (${heap.phase})`
       printSites(`${path.basename(file)}${at}`, allocationSites(heap.head, values.root, maps), top)
       continue
     }

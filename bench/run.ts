@@ -8,6 +8,8 @@
  *   npm run bench -- --only wandb-effect       one SDK
  *   npm run bench -- --profile <dir>           also write a --cpu-prof profile of each logging child
  *   npm run bench -- --heap-profile <dir>      also write a sampling heap profile at each logging child's peak
+ *   npm run bench -- --heap-profile <dir> --allocations
+ *                                              … of everything allocated in the loop and in finish instead
  *   npm run bench -- --out <file>              write the results elsewhere
  */
 import { execFileSync } from "node:child_process"
@@ -27,6 +29,7 @@ const { values: flags } = parseArgs({
     only: { type: "string" },
     profile: { type: "string" },
     "heap-profile": { type: "string" },
+    allocations: { type: "boolean", default: false },
     out: { type: "string", default: path.join(import.meta.dirname, "results.json") }
   }
 })
@@ -62,13 +65,15 @@ const measure = async (label: string, sdk: Sdk, task: Task): Promise<Measurement
   const rows = task.kind === "log" ? task.rows : 0
   const profiling = flags.profile !== undefined && task.kind === "log"
   const heapProfiling = flags["heap-profile"] !== undefined && task.kind === "log"
-  const heapProfileTo = heapProfiling ? path.resolve(flags["heap-profile"]!, `${slug(label)}.heapprofile`) : undefined
+  const heapProfileTo = heapProfiling ? path.resolve(flags["heap-profile"]!, slug(label)) : undefined
+  const heapProfileMode = flags.allocations ? "allocated" as const : "live-at-peak" as const
   // both kinds of profile are read with the child's source maps beside them
   const mapsIn = [profiling ? flags.profile! : undefined, heapProfiling ? flags["heap-profile"]! : undefined]
     .filter((dir) => dir !== undefined)
     .map((dir) => path.resolve(dir, `${slug(label)}.sourcemaps.json`))
   const sourceMapsTo = mapsIn[0]
-  const spec: ChildSpec = { sdk, task, project, runId: nextRunId(sdk), dir, sourceMapsTo, heapProfileTo }
+  const runId = nextRunId(sdk)
+  const spec: ChildSpec = { sdk, task, project, runId, dir, sourceMapsTo, heapProfileTo, heapProfileMode }
   process.stdout.write(`${label} ... `)
 
   server.reset()
