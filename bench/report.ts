@@ -65,6 +65,7 @@ export interface LogNumbers {
   readonly peakRssMB: number | null
   readonly peakRssSource: string
   readonly peakPhase: string | null
+  /** Request body bytes ÷ rows the server stored (rows that never arrived cost nothing per row). */
   readonly fileStreamBytesPerRow: number | null
   readonly allBytesPerRow: number | null
   readonly requests: string
@@ -130,7 +131,12 @@ export const logNumbers = (m: MeasurementRecord): LogNumbers => {
   const count = (channel: string) => m.traffic.byChannel[channel]?.requests ?? 0
   const peak = peakRss(m.outcome, result)
   const peaks = Object.entries(result?.memory.peaks ?? {})
-  const peakPhase = peaks.length === 0 ? null : peaks.reduce((a, b) => (b[1].rssBytes > a[1].rssBytes ? b : a))[0]
+  const peakPhase = peak.source !== "maxRSS"
+    ? "read from outside"
+    : peaks.length === 0
+    ? null
+    : peaks.reduce((a, b) => (b[1].rssBytes > a[1].rssBytes ? b : a))[0]
+  const stored = m.history?.storedRows ?? 0
   return {
     rows,
     status: statusOf(m),
@@ -154,8 +160,8 @@ export const logNumbers = (m: MeasurementRecord): LogNumbers => {
     peakRssMB: peak.bytes === null ? null : peak.bytes / MB,
     peakRssSource: peak.source,
     peakPhase,
-    fileStreamBytesPerRow: fileStream === undefined || rows === 0 ? null : fileStream.bodyBytes / rows,
-    allBytesPerRow: rows === 0 ? null : allBytes / rows,
+    fileStreamBytesPerRow: fileStream === undefined || stored === 0 ? null : fileStream.bodyBytes / stored,
+    allBytesPerRow: stored === 0 ? null : allBytes / stored,
     requests: `${count("graphql")}/${count("file_stream")}/${count("upload")}`,
     runState: m.history?.state ?? null,
     wallS: m.outcome.wallMs / 1000
@@ -197,7 +203,7 @@ export const summarize = (measurements: ReadonlyArray<MeasurementRecord>): Summa
   const at = (rows: number) => log[`wandb-effect log ${rows}`]
   const check = (target: string, measured: string, met: boolean | null): TargetCheck => ({ target, met, measured })
 
-  const arrivals = ours.map((n) => `${n.storedRows}/${n.rows}`).join(", ")
+  const arrivals = ours.map((n) => `${count(n.storedRows)} of ${count(n.rows)}`).join(", ")
   const medians = ours.map((n) => `${fmt(n.logMedianNetNs, 0)} ns at ${count(n.rows)}`).join(", ")
   const offline = init["wandb-effect init offline"]
   const million = at(1_000_000)
@@ -242,7 +248,13 @@ const fmt = (value: number | null | undefined, digits: number): string =>
     : value.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits })
 
 const count = (rows: number): string =>
-  rows % 1_000_000 === 0 ? `${rows / 1_000_000}M` : rows % 1000 === 0 ? `${rows / 1000}k` : String(rows)
+  rows === 0
+    ? "0"
+    : rows % 1_000_000 === 0
+    ? `${rows / 1_000_000}M`
+    : rows % 1000 === 0
+    ? `${rows / 1000}k`
+    : fmt(rows, 0)
 
 const verdict = (met: boolean | null) => (met === null ? "n/a" : met ? "met" : "NOT met")
 
@@ -323,8 +335,8 @@ export const printTable = (results: Results): void => {
       is1M ? "< 150 MB" : "",
       is1M ? verdict(target("peak RSS")?.met ?? null) : ""
     )
-    row("file_stream body bytes / row", ...both((n) => fmt(n.fileStreamBytesPerRow, 1)))
-    row("all body bytes / row", ...both((n) => fmt(n.allBytesPerRow, 1)))
+    row("file_stream body bytes / stored row", ...both((n) => fmt(n.fileStreamBytesPerRow, 1)))
+    row("all body bytes / stored row", ...both((n) => fmt(n.allBytesPerRow, 1)))
     row("requests graphql/file_stream/upload", ...both((n) => n.requests))
     row("child wall time (s)", ...both((n) => fmt(n.wallS, 1)))
   }
