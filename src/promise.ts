@@ -24,10 +24,10 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Scope from "effect/Scope"
-import type { InvalidArgument, RunFinished } from "./domain/Errors.js"
+import { ConfigFileError, ConfigValueChanged, InvalidArgument, type RunFinished } from "./domain/Errors.js"
 import type { InitOptions } from "./domain/InitOptions.js"
 import type { Mode, SettingsWithProvenance } from "./domain/Settings.js"
-import type { RunCore } from "./internal/runCore.js"
+import { RunCore } from "./internal/runCore.js"
 import { coreOf, init as initEffect } from "./programs/Init.js"
 import type { FinishOptions, FinishResult, LogOptions, Run as EffectRun } from "./programs/Run.js"
 import * as Wandb from "./Wandb.js"
@@ -76,7 +76,15 @@ const run = <A, E>(effect: Effect.Effect<A, E, Wandb.WandbEnv>): Promise<A> =>
     throw Cause.squash(exit.cause)
   })
 
-const throwIf = (error: RunFinished | InvalidArgument | undefined): void => {
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConfigUpdateOptions {
+  readonly allowValChange?: boolean | undefined
+}
+
+const throwIf = (error: RunFinished | InvalidArgument | ConfigValueChanged | undefined): void => {
   if (error !== undefined) throw error
 }
 
@@ -101,11 +109,15 @@ export class Run {
   readonly config: {
     /** The current config values. */
     readonly get: () => Readonly<Record<string, unknown>>
-    /** Adds or changes keys; rejects with `ConfigValueChanged` when a value would change silently. */
-    readonly update: (
-      values: Record<string, unknown> | ReadonlyArray<string> | string,
-      options?: { readonly allowValChange?: boolean }
-    ) => Promise<void>
+    /**
+     * Adds or changes keys, at once, like `log`: throws `ConfigValueChanged` when a value would change
+     * without `allowValChange`, and then applies nothing. A YAML file path is read first, so that form
+     * returns a promise.
+     */
+    readonly update: {
+      (values: Record<string, unknown> | ReadonlyArray<string>, options?: ConfigUpdateOptions): void
+      (path: string, options?: ConfigUpdateOptions): Promise<void>
+    }
   }
 
   readonly summary: {
@@ -134,10 +146,16 @@ export class Run {
     this.resumed = effectRun.resumed
     this.startingStep = effectRun.startingStep
     this.settings = effectRun.settings
-    this.config = {
-      get: () => core.config,
-      update: (values, options) => run(effectRun.config.update(values, options))
+    const update = (
+      values: Record<string, unknown> | ReadonlyArray<string> | string,
+      options?: ConfigUpdateOptions
+    ): void | Promise<void> => {
+      if (typeof values === "string") return run(effectRun.config.update(values, options))
+      const parsed = RunCore.configFromInput(values)
+      if (parsed instanceof InvalidArgument || parsed instanceof ConfigFileError) throw parsed
+      throwIf(core.updateConfig(parsed, options?.allowValChange))
     }
+    this.config = { get: () => core.config, update: update as Run["config"]["update"] }
     this.summary = {
       get: () => core.summary(),
       update: (values) => throwIf(core.updateSummary(values))
@@ -172,17 +190,21 @@ export class Run {
 
   /** Finishes the run; later calls return the same result. */
   finish(options?: FinishOptions): Promise<FinishResult> {
-    this.finishing ??= holdingProcess(async () => {
+    if (this.finishing !== undefined) return this.finishing
+    this.finishing = holdingProcess(async () => {
       live.delete(this)
       if (current === this) current = undefined
       try {
         return await run(this.effectRun.finish(options))
       } finally {
         await Effect.runPromise(Scope.close(this.scope, Exit.void))
-        if (live.size === 0) uninstallProcessHooks()
+        inFlight.delete(finishing)
+        if (live.size === 0 && inFlight.size === 0) uninstallProcessHooks()
       }
     })
-    return this.finishing
+    const finishing = this.finishing
+    inFlight.add(finishing)
+    return finishing
   }
 }
 
@@ -191,11 +213,13 @@ export class Run {
 // -----------------------------------------------------------------------------
 
 const live = new Set<Run>()
+// Finishes under way: a crash or a signal must wait for them too before the process exits.
+const inFlight = new Set<Promise<FinishResult>>()
 let current: Run | undefined
 let shuttingDown = false
 
 const finishAll = (exitCode: number) =>
-  Promise.allSettled([...live].map((r) => r.finish({ exitCode })))
+  Promise.allSettled([...[...live].map((r) => r.finish({ exitCode })), ...inFlight])
 
 const onBeforeExit = () => {
   if (live.size > 0) void finishAll(0)
@@ -306,7 +330,7 @@ export const finish = (options?: FinishOptions): Promise<FinishResult | undefine
  */
 export const config = {
   get: () => requireCurrent("config.get").config.get(),
-  update: (values: Record<string, unknown>, options?: { readonly allowValChange?: boolean }) =>
+  update: (values: Record<string, unknown>, options?: ConfigUpdateOptions): void =>
     requireCurrent("config.update").config.update(values, options)
 }
 

@@ -5,18 +5,18 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import * as Netrc from "../src/domain/Netrc.js"
 import type { SettingKey, SettingSource, SettingsWithProvenance } from "../src/domain/Settings.js"
 import * as Settings from "../src/domain/Settings.js"
 import * as Credentials from "../src/layers/Credentials.js"
+import { tempDir } from "./support/runFiles.js"
 
 const key = (c: string, prefix = "") => `${prefix}${c.repeat(40)}`
 
 const KEYS = { init: key("i"), env: key("e"), netrc: key("n"), file: key("f") }
 
-const tempHome = () => fs.mkdtempSync(path.join(os.tmpdir(), "wandb-effect-credentials-"))
+const tempHome = () => tempDir("wandb-effect-credentials-")
 
 const write = (file: string, text: string) => {
   fs.mkdirSync(path.dirname(file), { recursive: true })

@@ -175,7 +175,7 @@ describe("sync", () => {
       expect(offline.code, offline.stderr).toBe(0)
       const sync = await runProgram("src/bin.ts", ["sync"], { cwd: offlineCwd, env: onlineEnv(syncServer.url) })
       expect(sync.code, sync.stderr).toBe(0)
-      expect(sync.stdout).toMatch(/synced 80 history rows/)
+      expect(sync.stdout).toMatch(/server has 80 history rows/)
 
       const a = onlineServer.runs()[0]!
       const b = syncServer.runs()[0]!

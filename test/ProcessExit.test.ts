@@ -73,3 +73,16 @@ describe("process exit without finish", () => {
     expect(contents.records.some((e) => typeOf(e.record) === "exit")).toBe(false)
   })
 })
+
+describe("crashes while a finish is under way", () => {
+  it("an unhandled rejection waits for the finish in progress, and the process exits 1", async () => {
+    const dir = tempDir()
+    const child = collect(start("unawaited-rejection.ts", dir))
+    const ended = await child.ended
+    expect(ended.code).toBe(1)
+    expect(ended.stderr).toContain("nobody awaited this")
+    const records = await recordsOf(ended.stdout.trim())
+    expect(records.map(typeOf)).toContain("history")
+    expect(records.map(typeOf).slice(-3)).toEqual(["exit", "final", "footer"])
+  })
+})

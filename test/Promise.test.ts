@@ -17,8 +17,15 @@ describe("the Promise facade", () => {
 
   it("config.update rejects with ConfigValueChanged; log after finish throws RunFinished", async () => {
     const run = await wandb.init({ ...offline(tempDir()), config: { lr: 1 }, reinit: "create_new" })
-    const rejected = await run.config.update({ lr: 2 }).catch((e: unknown) => e)
+    expect(() => run.config.update({ lr: 2 })).toThrow(ConfigValueChanged)
+    expect(run.config.get()).toEqual({ lr: 1 })
+    const dir = run.dir!
+    const fromFile = path.join(dir, "more.yaml")
+    fs.writeFileSync(fromFile, "lr: 3\n")
+    const rejected = await run.config.update(fromFile).catch((e: unknown) => e)
     expect(rejected).toBeInstanceOf(ConfigValueChanged)
+    await run.config.update(fromFile, { allowValChange: true })
+    expect(run.config.get()).toEqual({ lr: 3 })
     expect(() => run.log(null as never)).toThrow(InvalidArgument)
     run.log({ a: 1 })
     const result = await run.finish()

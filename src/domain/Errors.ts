@@ -44,8 +44,8 @@ export class CredentialsMissing extends Schema.TaggedError<CredentialsMissing>("
   { baseUrl: Schema.String }
 ) {
   override get message(): string {
-    return `No API key configured for ${this.baseUrl}. Set WANDB_API_KEY, add it to ~/.netrc, ` +
-      `or run offline with mode: "offline".`
+    return `No API key configured for ${this.baseUrl}. Set WANDB_API_KEY, or add a netrc entry for the host ` +
+      `(~/.netrc or $NETRC).`
   }
 }
 

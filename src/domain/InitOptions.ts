@@ -167,15 +167,26 @@ export const decode = (input: unknown): DecodedInitOptions => {
   const badPaths = new Set<string>()
   const result = Schema.decodeUnknownEither(InitOptions)(record, parseOptions)
   if (Either.isLeft(result)) {
+    // A value that matches no member of a union gets one issue per member; they become one violation.
+    const byPath = new Map<string, Array<string>>()
     for (const issue of ParseResult.ArrayFormatter.formatErrorSync(result.left)) {
-      const path = issue.path.map(String)
-      badPaths.add(path.join("."))
+      const key = issue.path.map(String).join(".")
+      byPath.set(key, [...(byPath.get(key) ?? []), issue.message])
+    }
+    for (const [key, messages] of byPath) {
+      // `settings` itself is reported through the issues of its fields, when it has any.
+      if ([...byPath.keys()].some((other) => other.startsWith(`${key}.`))) continue
+      badPaths.add(key)
+      const path = key === "" ? [] : key.split(".")
       const inSettings = path[0] === "settings" && path.length > 1
+      const setting = (inSettings ? path.slice(1) : path).join(".") || "options"
       violations.push(
         new SettingViolation({
-          setting: (inSettings ? path.slice(1) : path).join(".") || "options",
-          source: inSettings ? "init-settings" : "init-argument",
-          reason: issue.message
+          setting,
+          source: `${inSettings ? "init-settings" : "init-argument"} (${inSettings ? key : setting})`,
+          reason: messages.every((m) => m.startsWith("is unexpected"))
+            ? `is not ${inSettings ? "a setting" : "an init option"} (see the README's tables)`
+            : combineReasons(messages)
         })
       )
     }
@@ -212,6 +223,22 @@ export const decode = (input: unknown): DecodedInitOptions => {
     configExcludeKeys: exclude,
     violations
   }
+}
+
+const EXPECTED = /^Expected (.+), actual (.+)$/s
+
+const combineReasons = (messages: ReadonlyArray<string>): string => {
+  if (messages.length === 1 && !EXPECTED.test(messages[0]!)) return messages[0]!
+  const expected: Array<string> = []
+  let actual: string | undefined
+  for (const message of messages) {
+    const match = EXPECTED.exec(message)
+    if (match === null) return [...new Set(messages)].join("; ")
+    if (match[1] !== "undefined") expected.push(match[1]!)
+    actual = match[2]
+  }
+  const unique = [...new Set(expected)]
+  return `expected ${unique.length === 1 ? unique[0] : `one of ${unique.join(", ")}`}, got ${actual}`
 }
 
 const collect = (

@@ -132,6 +132,8 @@ export const make = Effect.gen(function*() {
         yield* fs.makeDirectory(dir, { recursive: true }).pipe(Effect.mapError(notWritable(runDir)))
       }
       yield* fs.writeFileString(paths.debugLog, "").pipe(Effect.mapError(notWritable(paths.logsDir)))
+      // Kept empty: this client has no separate internal process, but the official layout links to it.
+      yield* fs.writeFileString(path.join(paths.logsDir, "debug-internal.log"), "").pipe(Effect.ignore)
 
       if (request.symlink) {
         yield* replaceLink(wandbDir, "latest-run", name)

@@ -114,6 +114,11 @@ export interface ConnectionConfig {
   readonly graphqlRetry?: RetryOptions | undefined
   readonly fileStreamRetry?: RetryOptions | undefined
   readonly uploadRetry?: RetryOptions | undefined
+  /**
+   * Told of every failed attempt that will be retried (`"HTTP 500"`, `"connection refused"`), so a caller
+   * that gives up on its own deadline can say what went wrong.
+   */
+  readonly onRetry?: ((operation: string, reason: string) => void) | undefined
 }
 
 // -----------------------------------------------------------------------------
@@ -712,6 +717,7 @@ const makeClient = (http: HttpClient.HttpClient, config: ConnectionConfig): Serv
           const retryAfter = result._tag === "Answer" ? result.headers["retry-after"] : undefined
           const wait = Backoff.waitMillis(backoff, n, random, retryAfter, now)
           const what = result._tag === "Answer" ? `HTTP ${result.status}` : scrub(result.reason)
+          config.onRetry?.(operation, what)
           yield* Effect.logDebug(`${operation}: ${what}; retrying in ${Math.round(wait)} ms`).pipe(
             Effect.annotateLogs({ module: "ServerApi", url: withoutQuery(request.url), attempt: attempts })
           )

@@ -66,15 +66,25 @@ const syncCommand = Command.make(
         return yield* Effect.fail(new SomeRunsFailed(`${failed} of ${outcomes.length} runs failed to sync`))
       }
     })
-).pipe(Command.withDescription("Upload runs kept on disk (offline runs, or online runs that did not finish sending)"))
+).pipe(
+  Command.withDescription(
+    "Upload runs kept on disk (offline runs, or online runs that did not finish sending) to the server named " +
+      "by WANDB_BASE_URL (default https://api.wandb.ai), with the key from WANDB_API_KEY or ~/.netrc"
+  )
+)
 
 const lsCommand = Command.make(
   "ls",
-  { dir: Args.text({ name: "dir" }).pipe(Args.withDefault("wandb")) },
+  {
+    dir: Args.text({ name: "dir" }).pipe(
+      Args.withDescription("a wandb directory or run directory (default: ./wandb)"),
+      Args.withDefault("wandb")
+    )
+  },
   ({ dir }) =>
     Effect.gen(function*() {
       const fs = yield* FileSystem.FileSystem
-      const logs = yield* Sync.discover([dir], process.cwd())
+      const { logs } = yield* Sync.discover([dir], process.cwd())
       for (const log of logs) {
         const synced = yield* fs.exists(`${log}.synced`).pipe(Effect.orElseSucceed(() => false))
         yield* Console.log(`${synced ? "synced    " : "not synced"}  ${log}`)
@@ -89,7 +99,7 @@ const showCommand = Command.make(
     Effect.gen(function*() {
       const path = yield* Path.Path
       const log = yield* TransactionLog
-      const [target] = yield* Sync.discover([file], process.cwd())
+      const [target] = (yield* Sync.discover([file], process.cwd())).logs
       if (target === undefined) return yield* Effect.fail(new SomeRunsFailed(`no .wandb file at ${file}`))
       const contents = yield* log.read(target)
       for (const entry of contents.records) yield* Console.log(JSON.stringify(recordToJson(entry.record)))

@@ -103,7 +103,11 @@ const readConfigFile = (fs: FileSystem.FileSystem, path: Path.Path, file: string
     Effect.mapError((error) =>
       new ConfigFileError({
         path: file,
-        reason: error._tag === "SystemError" && error.reason === "NotFound" ? "the file does not exist" : error.message
+        reason: error._tag === "SystemError" && error.reason === "NotFound"
+          ? "the file does not exist"
+          : error._tag === "SystemError" && error.reason === "BadResource"
+          ? "is not a readable file"
+          : error.message
       })
     ),
     Effect.flatMap((text) => {
@@ -439,7 +443,7 @@ const start = (options: InitOptions.InitOptions | undefined) =>
     yield* Effect.addFinalizer(() => Effect.sync(() => liveRunIds.delete(runId)))
     if (Option.isNone(credentials)) return yield* startLocal(base, core, finalValues, printer, startTime, prepared.cwd)
 
-    const online = yield* connect(base, core, finalValues, credentials.value, startTime)
+    const online = yield* connect(base, core, finalValues, credentials.value, startTime, printer)
     const connected = {
       ...base,
       entity: online.upserted.entity,
@@ -466,17 +470,20 @@ const connect = (
   core: RunCore,
   values: Settings.Settings,
   credential: Credential,
-  startTime: Date
+  startTime: Date,
+  printer: Printer
 ) =>
   Effect.gen(function*() {
+    let phase = "checking the API key (Viewer)"
+    let lastError: string | undefined
     const client = (yield* ServerApi).connect({
       baseUrl: values.baseUrl,
       apiKey: credential.key,
       username: values.username,
-      ...retryOptions(values)
+      ...retryOptions(values),
+      // Failed attempts are retried until the init timeout; the last one says why init gave up.
+      onRetry: (operation, reason) => (lastError = `${operation}: ${reason}`)
     })
-    let phase = "checking the API key (Viewer)"
-    let lastError: string | undefined
     const remember = <A, E extends { readonly message: string }, R>(effect: Effect.Effect<A, E, R>) =>
       Effect.tapError(effect, (error) => Effect.sync(() => (lastError = error.message)))
 
@@ -516,9 +523,19 @@ const connect = (
     })
 
     const timeoutMillis = Math.round(values.initTimeout * 1000)
+    // A slow server is said once, with why, rather than waited on in silence.
+    const waitingNote = Effect.sleep("5 seconds").pipe(
+      Effect.zipRight(Effect.suspend(() =>
+        printer.essential(
+          `Waiting for ${values.baseUrl} (${phase}${lastError === undefined ? "" : `; last error: ${lastError}`}); ` +
+            `giving up after ${values.initTimeout} s.`
+        )
+      )),
+      Effect.zipRight(Effect.never)
+    )
     // init runs inside acquireRelease's uninterruptible acquire; the network wait alone is made
     // interruptible, or the timeout could not stop it.
-    const { continuation, upserted } = yield* handshake.pipe(
+    const { continuation, upserted } = yield* Effect.raceFirst(handshake, waitingNote).pipe(
       Effect.interruptible,
       Effect.timeoutFail({
         duration: Duration.millis(timeoutMillis),
@@ -892,8 +909,7 @@ const writeRunFiles = (
 ) =>
   Effect.gen(function*() {
     const path = yield* Path.Path
-    const telemetry = { "5": Records.SDK_VERSION, "13": `node-${process.version}` }
-    const wandbKey = { cli_version: Records.SDK_VERSION, t: telemetry, m: [], start_time: startTime.getTime() / 1000 }
+    const wandbKey = WireFormat.wandbConfigValue(platform(), { start_time: startTime.getTime() / 1000 })
     yield* runDirectory.writeFile(path.join(paths.filesDir, "config.yaml"), RunConfig.toYaml(core.config, wandbKey))
     yield* runDirectory.writeFile(
       path.join(paths.filesDir, "wandb-summary.json"),

@@ -475,7 +475,7 @@ export const replay = (
       )
     }
     if (options.writeFinalFiles === true) {
-      const wandb = WireFormat.wandbConfigValue(options.platform)
+      const wandb = WireFormat.wandbConfigValue(options.platform, startTime > 0 ? { start_time: startTime } : {})
       const userConfig = Object.fromEntries(Object.entries(config).filter(([key]) => key !== "_wandb"))
       yield* Effect.all([
         fs.makeDirectory(options.filesDir, { recursive: true }),

@@ -75,7 +75,12 @@ export const discover = (paths: ReadonlyArray<string>, cwd: string) =>
     }
 
     const found: Array<string> = []
+    const missing: Array<string> = []
     for (const root of roots) {
+      if (paths.length > 0 && !(yield* fs.exists(root).pipe(Effect.orElseSucceed(() => false)))) {
+        missing.push(root)
+        continue
+      }
       if (isRunLog(root)) {
         found.push(root)
         continue
@@ -91,7 +96,7 @@ export const discover = (paths: ReadonlyArray<string>, cwd: string) =>
         found.push(...(yield* logsIn(path.join(root, child))))
       }
     }
-    return [...new Set(found)]
+    return { logs: [...new Set(found)], missing }
   })
 
 const connectFromSettings = Effect.gen(function*() {
@@ -132,10 +137,19 @@ export const sync = (paths: ReadonlyArray<string> | string = [], options: SyncOp
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     const { client, cwd, settings } = yield* connectFromSettings
-    const logs = yield* discover(typeof paths === "string" ? [paths] : paths, cwd)
+    const { logs, missing } = yield* discover(typeof paths === "string" ? [paths] : paths, cwd)
     const platform = `node-${process.version}-${process.platform}-${process.arch}`
 
-    const outcomes: Array<SyncOutcome> = []
+    // A path that names nothing is a failure, not "nothing to do": it is most likely a typo.
+    const outcomes: Array<SyncOutcome> = missing.map((log) => ({
+      log,
+      status: "failed",
+      runId: undefined,
+      url: undefined,
+      historyLines: 0,
+      cut: undefined,
+      error: "no such file or directory"
+    }))
     for (const log of logs) {
       const marker = `${log}.synced`
       if (options.includeSynced !== true && (yield* fs.exists(marker).pipe(Effect.orElseSucceed(() => false)))) {
@@ -213,7 +227,7 @@ export const describeOutcome = (outcome: SyncOutcome): string => {
       return `${outcome.log}: FAILED after ${outcome.historyLines} history rows: ${outcome.error}`
     case "synced": {
       const cut = outcome.cut === undefined ? "" : ` (the log was cut: ${outcome.cut}; completed as failed)`
-      return `${outcome.log}: synced ${outcome.historyLines} history rows to ${outcome.url}${cut}`
+      return `${outcome.log}: synced; the server has ${outcome.historyLines} history rows at ${outcome.url}${cut}`
     }
   }
 }

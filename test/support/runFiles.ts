@@ -10,7 +10,19 @@ import * as ExtendedJson from "../../src/domain/ExtendedJson.js"
 import type { Record as LogRecord } from "../../src/internal/proto/wandb_internal_pb.js"
 import * as TransactionLog from "../../src/layers/TransactionLog.js"
 
-export const tempDir = (prefix = "wandb-effect-test-"): string => fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+// Every temp dir a test makes is removed after its test file (see test/support/setup.ts), so test runs
+// leave nothing behind.
+const made: Array<string> = []
+
+export const removeTempDirs = (): void => {
+  for (const dir of made.splice(0)) fs.rmSync(dir, { recursive: true, force: true })
+}
+
+export const tempDir = (prefix = "wandb-effect-test-"): string => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  made.push(dir)
+  return dir
+}
 
 export const readLog = (file: string) =>
   Effect.gen(function*() {
