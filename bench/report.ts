@@ -93,9 +93,13 @@ const statusOf = (m: MeasurementRecord): string => {
   return outcome.exitCode === 0 ? "ok" : `exit ${outcome.exitCode}`
 }
 
-/** The highest RSS known for the child: its own maxRSS, its samples, or what the runner read from outside. */
+/**
+ * The child's own maxRSS when it got to its final report; otherwise (killed, or failed early) the higher of
+ * what it last reported and the `VmHWM` the runner read from outside.
+ */
 const peakRss = (outcome: ChildOutcome, result: ChildResult | undefined) => {
   const inside = result === undefined ? 0 : Math.max(result.memory.maxRssBytes, result.memory.peakSampledRssBytes)
+  if (result?.phase === "done") return { bytes: inside, source: "maxRSS" }
   const outside = outcome.peakRssFromOutsideBytes ?? 0
   if (inside === 0 && outside === 0) return { bytes: null, source: "none" }
   return inside >= outside
@@ -132,7 +136,7 @@ export const logNumbers = (m: MeasurementRecord): LogNumbers => {
   const peak = peakRss(m.outcome, result)
   const peaks = Object.entries(result?.memory.peaks ?? {})
   const peakPhase = peak.source !== "maxRSS"
-    ? "read from outside"
+    ? "VmHWM"
     : peaks.length === 0
     ? null
     : peaks.reduce((a, b) => (b[1].rssBytes > a[1].rssBytes ? b : a))[0]
@@ -203,8 +207,8 @@ export const summarize = (measurements: ReadonlyArray<MeasurementRecord>): Summa
   const at = (rows: number) => log[`wandb-effect log ${rows}`]
   const check = (target: string, measured: string, met: boolean | null): TargetCheck => ({ target, met, measured })
 
-  const arrivals = ours.map((n) => `${count(n.storedRows)} of ${count(n.rows)}`).join(", ")
-  const medians = ours.map((n) => `${fmt(n.logMedianNetNs, 0)} ns at ${count(n.rows)}`).join(", ")
+  const arrivals = ours.map((n) => `${count(n.storedRows)} of ${count(n.rows)} rows stored`).join(", ")
+  const medians = ours.map((n) => `${fmt(n.logMedianNetNs, 0)} ns at ${count(n.rows)} rows`).join(", ")
   const offline = init["wandb-effect init offline"]
   const million = at(1_000_000)
   const hundredK = at(100_000)
@@ -342,7 +346,10 @@ export const printTable = (results: Results): void => {
   }
 
   section("targets (wandb-effect)")
-  for (const t of summary.targets) row(t.target, t.measured, "", "", verdict(t.met))
+  const measuredWidth = COLUMNS[1] + COLUMNS[2] + COLUMNS[3] + 2
+  for (const t of summary.targets) {
+    out.push(`${t.target.padEnd(COLUMNS[0])} ${t.measured.padEnd(measuredWidth)} ${verdict(t.met)}`)
+  }
 
   const baseline = results.measurements.find((m) => m.task.kind === "baseline")?.outcome.result?.memory.maxRssBytes
   out.push(
