@@ -28,6 +28,15 @@ import { RecordSchema } from "../internal/proto/wandb_internal_pb.js"
 // ---------------------------------------------------------------------------------------------------------
 
 /**
+ * Told where each appended record lies: from `start` (the file length before it, padding included) to
+ * `end`. A reader that reached `start` can take the record from here instead of the file.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type OnFramed = (record: Record, start: number, end: number) => void
+
+/**
  * An open log being appended to. Obtained from `TransactionLog.create`; it lives as long as its scope.
  *
  * @since 0.1.0
@@ -40,7 +49,7 @@ export interface LogWriter {
    * if one record cannot be encoded, none of the batch is kept. A record without a record type, or a call
    * after the writer's scope closed, is a defect.
    */
-  readonly append: (records: ReadonlyArray<Record>) => Effect.Effect<void>
+  readonly append: (records: ReadonlyArray<Record>, onFramed?: OnFramed) => Effect.Effect<void>
   /** Writes everything buffered with one write call. */
   readonly flush: Effect.Effect<void, StorageError>
   /** Flushes, then asks the operating system to put the file on stable storage. */
@@ -51,7 +60,7 @@ export interface LogWriter {
    * Appends and writes at once, without a fiber: for draining a backlog from inside a synchronous
    * training loop. Returns the write's error, if any; the bytes then stay buffered for the next flush.
    */
-  readonly appendAndFlushSync: (records: ReadonlyArray<Record>) => StorageError | undefined
+  readonly appendAndFlushSync: (records: ReadonlyArray<Record>, onFramed?: OnFramed) => StorageError | undefined
   /** Bytes on disk so far: a reader of the live log finds only whole records below this offset. */
   readonly written: () => number
 }
@@ -180,7 +189,7 @@ const makeWriter = (path: string) =>
       buffer = next
     }
 
-    const appendNow = (records: ReadonlyArray<Record>): void => {
+    const appendNow = (records: ReadonlyArray<Record>, onFramed?: OnFramed): void => {
       if (closed) throw new Error(`TransactionLog.append: the writer of ${path} is closed`)
       for (let i = 0; i < records.length; i++) {
         if (records[i]!.recordType.case === undefined) {
@@ -190,6 +199,7 @@ const makeWriter = (path: string) =>
 
       const usedBefore = used
       const positionBefore = position
+      const ends: Array<number> = onFramed === undefined ? [] : new Array(records.length)
       try {
         for (let i = 0; i < records.length; i++) {
           const payload = toBinary(RecordSchema, records[i]!)
@@ -198,6 +208,15 @@ const makeWriter = (path: string) =>
           LogFraming.writeFramed(buffer, used, position, payload)
           used += length
           position += length
+          if (onFramed !== undefined) ends[i] = position
+        }
+        if (onFramed !== undefined) {
+          let at = positionBefore
+          for (let i = 0; i < records.length; i++) {
+            const end = ends[i]!
+            onFramed(records[i]!, at, end)
+            at = end
+          }
         }
       } catch (error) {
         used = usedBefore
@@ -259,12 +278,12 @@ const makeWriter = (path: string) =>
 
     const writer: LogWriter = {
       path,
-      append: (records) => Effect.sync(() => appendNow(records)),
+      append: (records, onFramed) => Effect.sync(() => appendNow(records, onFramed)),
       flush: Effect.suspend(() => fromResult(flushNow())),
       sync: syncNow,
       position: Effect.sync(() => position),
-      appendAndFlushSync: (records) => {
-        appendNow(records)
+      appendAndFlushSync: (records, onFramed) => {
+        appendNow(records, onFramed)
         return flushNow()
       },
       written: () => written

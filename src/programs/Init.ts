@@ -16,6 +16,7 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
@@ -316,20 +317,24 @@ interface Journal {
 
 // Numbers records 1, 2, 3… in the order they reach the log; the writer fiber, the backlog drain and finish
 // share it.
-const makeJournal = (writer: LogWriter): Journal => {
+const makeJournal = (writer: LogWriter, recent: Replay.RecentRecords | undefined): Journal => {
   let num = 0n
   const number = (records: ReadonlyArray<LogRecord>) => {
     for (const record of records) record.num = ++num
   }
+  // Online, what is written is also kept briefly in memory for the sender.
+  const onFramed = recent === undefined
+    ? undefined
+    : (record: LogRecord, start: number, end: number) => recent.add(start, end, record)
   return {
     write: (records) =>
       Effect.suspend(() => {
         number(records)
-        return writer.append(records)
+        return writer.append(records, onFramed)
       }),
     writeNow: (records) => {
       number(records)
-      return writer.appendAndFlushSync(records)
+      return writer.appendAndFlushSync(records, onFramed)
     },
     flush: writer.flush,
     sync: writer.sync,
@@ -672,7 +677,9 @@ const startLocal = (
       Scope.extend(runScope),
       Effect.mapError((error) => new StorageError(error))
     )
-    const journal = makeJournal(writer)
+    const recent = online === undefined ? undefined : new Replay.RecentRecords()
+    const wake = yield* Queue.sliding<void>(1)
+    const journal = makeJournal(writer, recent)
 
     const info = runInfo(base, values, core, startTime, online?.upserted.entity ?? values.entity)
     yield* journal.write([Records.header(base.id), Records.run(info)])
@@ -697,6 +704,8 @@ const startLocal = (
         startTime: startTime.getTime() / 1000
       },
       platform: platform(),
+      recent,
+      wake,
       status,
       onStopped: () => Effect.runFork(printer.essential(`Run ${base.id} was stopped from the W&B app.`)),
       onDroppedLine: (step, bytes) =>
@@ -767,6 +776,7 @@ const startLocal = (
           ...Records.closing(base.id)
         ])
         yield* journal.sync
+        yield* Queue.offer(wake, undefined)
         yield* Scope.close(runScope, Exit.void)
         yield* runDirectory.debug(paths, "INFO", `run ${base.id} finished with exit code ${exitCode}`)
         if (exitCode === 0 && values.resume !== undefined) {

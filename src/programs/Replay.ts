@@ -15,6 +15,7 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import { type NetworkError, type ServerError, StorageError, TransactionLogCorrupt } from "../domain/Errors.js"
 import { type ConsoleLine, ConsoleLog, fileStreamLine } from "../domain/ConsoleLog.js"
 import * as ExtendedJson from "../domain/ExtendedJson.js"
@@ -114,6 +115,10 @@ export interface ReplayOptions {
    */
   readonly writeFinalFiles?: boolean | undefined
   readonly status: ReplayStatus
+  /** Records the live run wrote recently, kept in memory so the sender need not read them back. */
+  readonly recent?: RecentRecords | undefined
+  /** Offered to when there is something new to read (at finish): the sender stops waiting for its poll. */
+  readonly wake?: Queue.Queue<void> | undefined
   /** Called once when the server says the run was stopped from the UI. */
   readonly onStopped?: (() => void) | undefined
   /** Called once for a history line too long for the server. */
@@ -293,73 +298,95 @@ export const replay = (
         configDirty = false
       })
 
-    const process = (record: LogRecord) =>
+    // Handles one record, synchronously: this runs once per row, so it allocates no effect. It returns true
+    // for the first run record of a log whose run is not created yet, which the caller must upsert before
+    // it goes on (the rows after it are only sent to a run that exists).
+    const historyRow = (step: number, line: string): void => {
+      status.historyRead++
+      if (step <= skipThroughStep) return
+      if (line.length > MAX_LINE_BYTES) {
+        status.droppedLines++
+        options.onDroppedLine?.(step, line.length)
+        return
+      }
+      lines.push(line)
+      lineBytes += line.length
+    }
+
+    const process = (record: LogRecord): boolean => {
+      const kind = record.recordType
+      switch (kind.case) {
+        case "run": {
+          if (runRecord !== undefined) return false
+          runRecord = kind.value
+          if (kind.value.startTime !== undefined) startTime = Number(kind.value.startTime.seconds)
+          if (kind.value.config !== undefined) configFromItems(config, kind.value.config.update)
+          return run === undefined
+        }
+        case "history":
+          historyRow(Number(kind.value.step?.num ?? 0n), WireFormat.historyLine(kind.value.item))
+          return false
+        case "summary": {
+          for (const item of kind.value.update) summary.set(item)
+          for (const item of kind.value.remove) summary.removeItem(item)
+          summaryDirty = true
+          return false
+        }
+        case "config": {
+          configFromItems(config, kind.value.update)
+          for (const item of kind.value.remove) delete config[WireFormat.pathOf(item)[0]!]
+          configDirty = true
+          configChangedAt = Date.now()
+          return false
+        }
+        case "preempting":
+          preempting = true
+          return false
+        case "stats": {
+          const seconds = kind.value.timestamp === undefined
+            ? 0
+            : Number(kind.value.timestamp.seconds) + kind.value.timestamp.nanos / 1e9
+          const row: Array<string> = [`"_wandb":true`, `"_timestamp":${seconds}`, `"_runtime":${seconds - startTime}`]
+          for (const item of kind.value.item) row.push(`${JSON.stringify(`system.${item.key}`)}:${item.valueJson}`)
+          const line = `{${row.join(",")}}`
+          events.push(line)
+          lineBytes += line.length
+          return false
+        }
+        case "outputRaw": {
+          const seconds = kind.value.timestamp === undefined
+            ? 0
+            : Number(kind.value.timestamp.seconds) + kind.value.timestamp.nanos / 1e9
+          const stream = kind.value.outputType === OutputRawRecord_OutputType.STDOUT ? "stdout" : "stderr"
+          takeConsole(consoleLog.write(stream, kind.value.line, seconds))
+          return false
+        }
+        case "exit":
+          exitCode = kind.value.exitCode
+          return false
+        default:
+          return false
+      }
+    }
+
+    // Processes a window of records, creating the run when its record comes by.
+    const processAll = (records: ReadonlyArray<{ readonly record: LogRecord }>) =>
       Effect.gen(function*() {
-        const kind = record.recordType
-        switch (kind.case) {
-          case "run": {
-            if (runRecord === undefined) {
-              runRecord = kind.value
-              if (kind.value.startTime !== undefined) startTime = Number(kind.value.startTime.seconds)
-              if (kind.value.config !== undefined) configFromItems(config, kind.value.config.update)
-              // The first run record creates the run, unless a live init already did.
-              if (run === undefined) yield* upsertRun(kind.value)
-            }
-            return
+        for (const entry of records) {
+          if (process(entry.record)) yield* upsertRun(runRecord!)
+          if (exitCode !== undefined) return
+        }
+      })
+
+    const processRecent = (records: ReadonlyArray<RecentRecord>) =>
+      Effect.gen(function*() {
+        for (const entry of records) {
+          if (entry.record === undefined) {
+            historyRow(entry.step, entry.line!)
+            continue
           }
-          case "history": {
-            status.historyRead++
-            if (Number(kind.value.step?.num ?? 0n) <= skipThroughStep) return
-            const line = WireFormat.historyLine(kind.value.item)
-            if (line.length > MAX_LINE_BYTES) {
-              status.droppedLines++
-              options.onDroppedLine?.(Number(kind.value.step?.num ?? 0n), line.length)
-              return
-            }
-            lines.push(line)
-            lineBytes += line.length
-            return
-          }
-          case "summary": {
-            for (const item of kind.value.update) summary.set(item)
-            for (const item of kind.value.remove) summary.removeItem(item)
-            summaryDirty = true
-            return
-          }
-          case "config": {
-            configFromItems(config, kind.value.update)
-            for (const item of kind.value.remove) delete config[WireFormat.pathOf(item)[0]!]
-            configDirty = true
-            configChangedAt = yield* Clock.currentTimeMillis
-            return
-          }
-          case "preempting":
-            preempting = true
-            return
-          case "stats": {
-            const seconds = kind.value.timestamp === undefined
-              ? 0
-              : Number(kind.value.timestamp.seconds) + kind.value.timestamp.nanos / 1e9
-            const row: Array<string> = [`"_wandb":true`, `"_timestamp":${seconds}`, `"_runtime":${seconds - startTime}`]
-            for (const item of kind.value.item) row.push(`${JSON.stringify(`system.${item.key}`)}:${item.valueJson}`)
-            const line = `{${row.join(",")}}`
-            events.push(line)
-            lineBytes += line.length
-            return
-          }
-          case "outputRaw": {
-            const seconds = kind.value.timestamp === undefined
-              ? 0
-              : Number(kind.value.timestamp.seconds) + kind.value.timestamp.nanos / 1e9
-            const stream = kind.value.outputType === OutputRawRecord_OutputType.STDOUT ? "stdout" : "stderr"
-            takeConsole(consoleLog.write(stream, kind.value.line, seconds))
-            return
-          }
-          case "exit":
-            exitCode = kind.value.exitCode
-            return
-          default:
-            return
+          if (process(entry.record)) yield* upsertRun(runRecord!)
+          if (exitCode !== undefined) return
         }
       })
 
@@ -411,19 +438,27 @@ export const replay = (
       let readAny = false
       if (lineBytes < MAX_REQUEST_BYTES && exitCode === undefined && Option.isNone(damage)) {
         const until = options.follow && options.writtenThrough !== undefined ? options.writtenThrough() : undefined
-        const contents = yield* log.readFrom(options.logPath, offset, { maxBytes: READ_WINDOW_BYTES, until })
-        for (const entry of contents.records) {
-          yield* process(entry.record)
-          if (exitCode !== undefined) break
-        }
-        readAny = contents.records.length > 0
-        offset = contents.end
-        pendingOffset = offset
-        reachedEnd = contents.reachedEnd
-        // A live log's torn tail is only a record still being written; anything else ends the log.
-        if (Option.isSome(contents.damage)) {
-          const liveTail = options.follow && contents.damage.value._tag === "TransactionLogTruncated"
-          if (!liveTail) damage = contents.damage
+        // Records the live run wrote moments ago come from memory when they follow on from here; the log on
+        // disk is read only for what the bounded cache did not keep.
+        const cached = options.recent?.take(offset, until ?? Number.MAX_SAFE_INTEGER, READ_WINDOW_BYTES) ?? []
+        if (cached.length > 0) {
+          yield* processRecent(cached)
+          readAny = true
+          offset = cached[cached.length - 1]!.end
+          pendingOffset = offset
+          reachedEnd = false
+        } else {
+          const contents = yield* log.readFrom(options.logPath, offset, { maxBytes: READ_WINDOW_BYTES, until })
+          yield* processAll(contents.records)
+          readAny = contents.records.length > 0
+          offset = contents.end
+          pendingOffset = offset
+          reachedEnd = contents.reachedEnd
+          // A live log's torn tail is only a record still being written; anything else ends the log.
+          if (Option.isSome(contents.damage)) {
+            const liveTail = options.follow && contents.damage.value._tag === "TransactionLogTruncated"
+            if (!liveTail) damage = contents.damage
+          }
         }
       }
       if (run === undefined) {
@@ -461,7 +496,11 @@ export const replay = (
         if (ending && !hasData && reachedEnd) break
         if (ending && !reachedEnd) continue
       }
-      if (!readAny || reachedEnd) yield* Effect.sleep(pollInterval)
+      if (!readAny || reachedEnd) {
+        yield* options.wake === undefined
+          ? Effect.sleep(pollInterval)
+          : Effect.raceFirst(Effect.sleep(pollInterval), Queue.take(options.wake))
+      }
     }
 
     // Completion: the files, then the final request with the exit code.
@@ -502,6 +541,90 @@ export const replay = (
     Effect.tapError(() => Effect.sync(() => (options.status.phase = "failed"))),
     Effect.withSpan("Replay.replay", { attributes: { logPath: options.logPath, follow: options.follow } })
   )
+
+/**
+ * A bounded cache of records just written to a live log, each with where it lies in the file and, for a
+ * history row, its wire line. The sender takes them from here instead of reading and decoding them again
+ * while they follow on from where it is; whatever did not fit is read from the log as usual.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class RecentRecords {
+  // A history row is kept as its step and wire line only: the decoded message would cost several times
+  // the line's size. Other records are rare and kept whole.
+  private entries: Array<RecentRecord> = []
+  private first = 0
+  private bytes = 0
+
+  constructor(private readonly maxBytes = 16 * 1024 * 1024) {}
+
+  /** Keeps a record if it follows the last one kept and there is room; else leaves it to the log. */
+  add(start: number, end: number, record: LogRecord): void {
+    if (this.first >= this.entries.length) {
+      this.entries = []
+      this.first = 0
+    }
+    const last = this.entries[this.entries.length - 1]
+    if (last !== undefined && last.end !== start) return
+    const kind = record.recordType
+    const entry: RecentRecord = kind.case === "history"
+      ? {
+        start,
+        end,
+        record: undefined,
+        step: Number(kind.value.step?.num ?? 0n),
+        line: WireFormat.historyLine(kind.value.item)
+      }
+      : { start, end, record, step: 0, line: undefined }
+    const size = sizeOf(entry)
+    if (this.bytes + size > this.maxBytes) return
+    this.entries.push(entry)
+    this.bytes += size
+  }
+
+  /** The kept records from `offset` on, ending at or before `until`, about `maxBytes` of them. */
+  take(offset: number, until: number, maxBytes: number): Array<RecentRecord> {
+    while (this.first < this.entries.length && this.entries[this.first]!.end <= offset) this.drop()
+    const out: Array<RecentRecord> = []
+    if (this.first >= this.entries.length || this.entries[this.first]!.start !== offset) return out
+    let taken = 0
+    while (this.first < this.entries.length && taken < maxBytes) {
+      const entry = this.entries[this.first]!
+      if (entry.end > until) break
+      out.push(entry)
+      taken += sizeOf(entry)
+      this.drop()
+    }
+    return out
+  }
+
+  private drop(): void {
+    this.bytes -= sizeOf(this.entries[this.first]!)
+    this.first++
+    if (this.first > 1024 && this.first * 2 > this.entries.length) {
+      this.entries = this.entries.slice(this.first)
+      this.first = 0
+    }
+  }
+}
+
+/**
+ * A record of `RecentRecords`: a history row as its step and line, anything else as the record.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RecentRecord {
+  readonly start: number
+  readonly end: number
+  readonly record: LogRecord | undefined
+  readonly step: number
+  readonly line: string | undefined
+}
+
+// Strings count twice their length (two bytes a character); a kept record is assumed at 1 KB.
+const sizeOf = (entry: RecentRecord): number => (entry.line === undefined ? 1024 : entry.line.length * 2 + 96)
 
 const writeFailed = (path: string) => (error: { readonly message: string }) =>
   new StorageError({ path, operation: "write", reason: error.message })
