@@ -557,7 +557,7 @@ export class RecentRecords {
   private first = 0
   private bytes = 0
 
-  constructor(private readonly maxBytes = 16 * 1024 * 1024) {}
+  constructor(private readonly maxBytes = 64 * 1024 * 1024) {}
 
   /** Keeps a record if it follows the last one kept and there is room; else leaves it to the log. */
   add(start: number, end: number, record: LogRecord): void {
