@@ -34,15 +34,21 @@ interface RawTree {
   [key: string]: RawTree | string
 }
 
-const writeRaw = (tree: RawTree): string => {
-  let out = "{"
+// Built with join, not `+=`: a line can be kept a while (the sender's cache), and a string grown by
+// concatenation keeps every piece it was made of alive.
+const writeRaw = (tree: RawTree, out: Array<string> = []): Array<string> => {
+  out.push("{")
   let first = true
   for (const key in tree) {
     const value = tree[key]!
-    out += `${first ? "" : ","}${JSON.stringify(key)}:${typeof value === "string" ? value : writeRaw(value)}`
+    if (!first) out.push(",")
     first = false
+    out.push(JSON.stringify(key), ":")
+    if (typeof value === "string") out.push(value)
+    else writeRaw(value, out)
   }
-  return out + "}"
+  out.push("}")
+  return out
 }
 
 /**
@@ -63,7 +69,7 @@ export const historyLine = (items: ReadonlyArray<WireItem>): string => {
     }
     node[path[path.length - 1]!] = item.valueJson === "" ? "null" : item.valueJson
   }
-  return writeRaw(tree)
+  return writeRaw(tree).join("")
 }
 
 /**
