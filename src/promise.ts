@@ -28,7 +28,7 @@ import { ConfigFileError, ConfigValueChanged, InvalidArgument, type RunFinished 
 import type { InitOptions } from "./domain/InitOptions.js"
 import type { Mode, SettingsWithProvenance } from "./domain/Settings.js"
 import { RunCore } from "./internal/runCore.js"
-import { coreOf, init as initEffect } from "./programs/Init.js"
+import { coreOf, finishOnExit, init as initEffect } from "./programs/Init.js"
 import type { FinishOptions, FinishResult, LogOptions, Run as EffectRun } from "./programs/Run.js"
 import * as Wandb from "./Wandb.js"
 
@@ -44,13 +44,20 @@ const unreferencedClock: Clock.Clock = {
   unsafeCurrentTimeNanos: () => systemClock.unsafeCurrentTimeNanos(),
   currentTimeMillis: systemClock.currentTimeMillis,
   currentTimeNanos: systemClock.currentTimeNanos,
-  sleep: (duration) =>
-    Effect.async<void>((resume) => {
-      const timer = setTimeout(() => resume(Effect.void), Duration.toMillis(duration))
+  sleep: (duration) => unreferencedSleep(Duration.toMillis(duration))
+}
+
+// Node's timers hold at most 2^31 - 1 ms (about 24.8 days); a longer wait (a server's Retry-After far in
+// the future) is slept in pieces rather than turned into a 1 ms busy loop.
+const MAX_TIMER_MS = 2 ** 31 - 1
+const unreferencedSleep = (millis: number): Effect.Effect<void> =>
+  millis > MAX_TIMER_MS
+    ? Effect.zipRight(unreferencedSleep(MAX_TIMER_MS), Effect.suspend(() => unreferencedSleep(millis - MAX_TIMER_MS)))
+    : Effect.async<void>((resume) => {
+      const timer = setTimeout(() => resume(Effect.void), Math.max(0, millis))
       timer.unref()
       return Effect.sync(() => clearTimeout(timer))
     })
-}
 
 let runtime: ManagedRuntime.ManagedRuntime<Wandb.WandbEnv, never> | undefined
 const getRuntime = () => {
@@ -218,11 +225,21 @@ const inFlight = new Set<Promise<FinishResult>>()
 let current: Run | undefined
 let shuttingDown = false
 
-const finishAll = (exitCode: number) =>
-  Promise.allSettled([...[...live].map((r) => r.finish({ exitCode })), ...inFlight])
+// When the process is ending on its own (a crash, a signal, an empty event loop) a finish waits for the
+// server at most this long; whatever is not sent by then stays on disk for `wandb-effect sync`.
+const SHUTDOWN_FINISH_TIMEOUT = Duration.seconds(10)
+const IDLE_FINISH_TIMEOUT = Duration.seconds(60)
+
+const finishAll = (exitCode: number, timeout?: Duration.Duration) =>
+  Promise.allSettled([...[...live].map((r) => r.finish({ exitCode, timeout })), ...inFlight])
 
 const onBeforeExit = () => {
-  if (live.size > 0) void finishAll(0)
+  if (live.size > 0) void finishAll(0, IDLE_FINISH_TIMEOUT)
+}
+
+// `process.exit()` leaves no time to wait for anything: each run still writes its rows and its exit record.
+const onExit = (code: number) => {
+  for (const r of live) finishOnExit(r.effectRun, typeof process.exitCode === "number" ? process.exitCode : code)
 }
 
 const onUncaughtException = (error: unknown) => {
@@ -231,17 +248,16 @@ const onUncaughtException = (error: unknown) => {
   if (process.listenerCount("uncaughtException") > 1) return
   process.stderr.write(`${error instanceof Error ? error.stack ?? String(error) : String(error)}\n`)
   shuttingDown = true
-  void finishAll(1).then(() => process.exit(1))
+  void finishAll(1, SHUTDOWN_FINISH_TIMEOUT).then(() => process.exit(1))
 }
 
 const onSignal = (signal: "SIGINT" | "SIGTERM") => {
+  // A program with a handler of its own has chosen what a signal means (finish the epoch, say); its runs
+  // are left to it.
+  if (process.listenerCount(signal) > 1) return
   if (signal === "SIGTERM") for (const r of live) r.markPreempting()
-  const code = signal === "SIGINT" ? 130 : 143
-  const alone = process.listenerCount(signal) === 1
-  shuttingDown = alone
-  void finishAll(255).then(() => {
-    if (alone) process.exit(code)
-  })
+  shuttingDown = true
+  void finishAll(255, SHUTDOWN_FINISH_TIMEOUT).then(() => process.exit(signal === "SIGINT" ? 130 : 143))
 }
 const onSigint = () => onSignal("SIGINT")
 const onSigterm = () => onSignal("SIGTERM")
@@ -252,6 +268,7 @@ const installProcessHooks = () => {
   if (hooksInstalled) return
   hooksInstalled = true
   process.on("beforeExit", onBeforeExit)
+  process.on("exit", onExit)
   process.on("uncaughtException", onUncaughtException)
   process.on("SIGINT", onSigint)
   process.on("SIGTERM", onSigterm)
@@ -261,6 +278,7 @@ const uninstallProcessHooks = () => {
   if (!hooksInstalled) return
   hooksInstalled = false
   process.off("beforeExit", onBeforeExit)
+  process.off("exit", onExit)
   process.off("uncaughtException", onUncaughtException)
   process.off("SIGINT", onSigint)
   process.off("SIGTERM", onSigterm)

@@ -251,3 +251,46 @@ describe("run ids", () => {
       })).pipe(provide(cwd))
     }))
 })
+
+describe("values a program should not log, and still does", () => {
+  it.effect("a circular object, a throwing toJSON and arrays changed after logging lose no row", () =>
+    Effect.gen(function*() {
+      const cwd = tempDir()
+      const dir = yield* Effect.scoped(Effect.gen(function*() {
+        const run = yield* Wandb.init({ mode: "offline" })
+        class Layer {
+          parent: Layer | undefined
+          children: Array<Layer> = []
+        }
+        const model = new Layer()
+        model.children.push(Object.assign(new Layer(), { parent: model }))
+        const plain: Record<string, unknown> = { v: 1 }
+        plain.self = plain
+        const hist: Array<number> = []
+        for (let i = 0; i < 5; i++) {
+          hist.push(i)
+          yield* run.log({ i, hist })
+        }
+        yield* run.log({ i: 5, model })
+        const Unserialisable = class {
+          toJSON(): never {
+            throw new Error("no")
+          }
+        }
+        yield* run.log({ i: 6, bad: [new Unserialisable()] })
+        yield* run.log({ i: 7, plain })
+        hist.length = 0
+        for (let i = 8; i < 10; i++) yield* run.log({ i })
+        const error = yield* Effect.flip(run.log({ i: 99 }, { step: 2 ** 60 }))
+        expect(error).toBeInstanceOf(InvalidArgument)
+        return run.dir!
+      })).pipe(provide(cwd))
+      const records = yield* Effect.promise(() => recordsOf(dir))
+      const rows = records.filter((r) => typeOf(r) === "history").map(historyRow)
+      expect(rows.map((r) => r.i)).toEqual(Array.from({ length: 10 }, (_, i) => i))
+      expect(rows.slice(0, 5).map((r) => r.hist)).toEqual([[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3, 4]])
+      expect(JSON.stringify(rows[5]!.model)).toContain("<circular>")
+      expect(rows[6]!.bad).toBeDefined()
+      expect(rows[7]!["plain.self"]).toBe("<circular>")
+    }))
+})

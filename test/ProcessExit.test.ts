@@ -86,3 +86,32 @@ describe("crashes while a finish is under way", () => {
     expect(records.map(typeOf).slice(-3)).toEqual(["exit", "final", "footer"])
   })
 })
+
+describe("exits the SDK cannot wait for", () => {
+  it("process.exit() without finish: every row and an exit record with the exit code are on disk", async () => {
+    const dir = tempDir()
+    const ended = await collect(start("exit-without-finish.ts", dir)).ended
+    expect(ended.code).toBe(3)
+    const records = await recordsOf(ended.stdout.trim())
+    expect(records.filter((r) => typeOf(r) === "history").map((r) => historyRow(r).i)).toEqual(
+      Array.from({ length: 50 }, (_, i) => i)
+    )
+    expect(await exitCodeIn(ended.stdout.trim())).toBe(3)
+  })
+
+  it("a loop that never yields still gets its rows on disk within the flush interval", async () => {
+    const dir = tempDir()
+    const process = start("busy-loop.ts", dir)
+    const child = collect(process)
+    const [, runDir] = await child.waitFor(/dir (.+)\n/)
+    await child.waitFor(/logged 12\n/)
+    process.kill("SIGKILL")
+    await child.ended
+    const logged = Math.max(...[...child.output().matchAll(/logged (\d+)/g)].map((m) => Number(m[1])))
+    const contents = await readLog(logFileOf(runDir!))
+    const rows = contents.records.filter((e) => typeOf(e.record) === "history").length
+    // Each epoch takes 50 ms and the flush interval is 100 ms: at most the last few rows can be missing.
+    expect(rows).toBeGreaterThanOrEqual(logged - 3)
+    expect(rows).toBeGreaterThan(0)
+  })
+})

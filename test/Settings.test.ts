@@ -190,6 +190,19 @@ describe("validation", () => {
     }))
 })
 
+describe("names the server could not route", () => {
+  it.effect("ids and projects made of dots, and a base URL carrying a password, are refused", () =>
+    Effect.gen(function*() {
+      const cwd = tempDir()
+      const error = yield* Effect.flip(
+        settingsOf({ mode: "disabled", id: "..", project: "." }, { WANDB_BASE_URL: "http://u:secret@127.0.0.1:1" }, cwd)
+      )
+      const listed = (error as InvalidSettings).violations.map((v) => v.setting)
+      expect(listed).toEqual(expect.arrayContaining(["id", "project", "baseUrl"]))
+      expect((error as InvalidSettings).message).not.toContain("secret")
+    }))
+})
+
 describe("parsers", () => {
   it("reads only the [default] section of an INI file", () => {
     const values = parseIni("# comment\n[default]\nProject = p\nentity: e\n; other\n[x]\nproject = no\n")

@@ -17,7 +17,7 @@ export const stringify = (value: unknown): string => {
   // Metric values are nearly always finite numbers; they skip the general writer.
   if (typeof value === "number" && Number.isFinite(value)) return Object.is(value, -0) ? "0" : String(value)
   const out: Array<string> = []
-  write(value, out)
+  write(value, out, false, new Set())
   return out.join("")
 }
 
@@ -30,7 +30,7 @@ export const stringify = (value: unknown): string => {
  */
 export const canonical = (value: unknown): string => {
   const out: Array<string> = []
-  write(value, out, true)
+  write(value, out, true, new Set())
   return out.join("")
 }
 
@@ -40,7 +40,10 @@ const writeNumber = (n: number, out: Array<string>): void => {
   else out.push(n > 0 ? "Infinity" : "-Infinity")
 }
 
-const write = (value: unknown, out: Array<string>, sortKeys = false): void => {
+// Total: whatever a program logs is written as something. A value met again inside itself becomes
+// "<circular>", and a `toJSON` that throws gives "<unserialisable: …>", so one odd value can never stop the
+// writer that serialises a whole batch.
+const write = (value: unknown, out: Array<string>, sortKeys: boolean, seen: Set<object>): void => {
   switch (typeof value) {
     case "number":
       return writeNumber(value, out)
@@ -68,17 +71,30 @@ const write = (value: unknown, out: Array<string>, sortKeys = false): void => {
     out.push("null")
     return
   }
+  if (seen.has(value as object)) {
+    out.push(JSON.stringify("<circular>"))
+    return
+  }
+  seen.add(value as object)
+  try {
+    writeObject(value as object, out, sortKeys, seen)
+  } finally {
+    seen.delete(value as object)
+  }
+}
+
+const writeObject = (value: object, out: Array<string>, sortKeys: boolean, seen: Set<object>): void => {
   if (Array.isArray(value)) {
     out.push("[")
     for (let i = 0; i < value.length; i++) {
       if (i > 0) out.push(",")
-      write(value[i], out, sortKeys)
+      write(value[i], out, sortKeys, seen)
     }
     out.push("]")
     return
   }
   if (ArrayBuffer.isView(value) && !(value instanceof DataView)) {
-    write(Array.from(value as unknown as ArrayLike<number>), out, sortKeys)
+    write(Array.from(value as unknown as ArrayLike<number>), out, sortKeys, seen)
     return
   }
   if (value instanceof Date) {
@@ -88,7 +104,13 @@ const write = (value: unknown, out: Array<string>, sortKeys = false): void => {
 
   const object = value as Record<string, unknown>
   if (typeof object.toJSON === "function") {
-    write((object.toJSON as () => unknown)(), out, sortKeys)
+    let json: unknown
+    try {
+      json = (object.toJSON as () => unknown).call(object)
+    } catch (error) {
+      json = `<unserialisable: ${error instanceof Error ? error.message : String(error)}>`
+    }
+    write(json, out, sortKeys, seen)
     return
   }
   const keys = Object.keys(object)
@@ -101,7 +123,7 @@ const write = (value: unknown, out: Array<string>, sortKeys = false): void => {
     if (!first) out.push(",")
     first = false
     out.push(JSON.stringify(key), ":")
-    write(member, out, sortKeys)
+    write(member, out, sortKeys, seen)
   }
   out.push("}")
 }

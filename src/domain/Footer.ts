@@ -37,7 +37,12 @@ const formatValue = (value: unknown): string | undefined => {
   return undefined
 }
 
+// Keys are cut so one very long name cannot widen every line of the footer.
+const MAX_KEY = 40
+const shorten = (key: string) => (key.length > MAX_KEY ? `${key.slice(0, MAX_KEY - 1)}…` : key)
+
 const table = (rows: Array<[string, string]>, extra: number): Array<string> => {
+  rows = rows.map(([key, value]) => [shorten(key), value])
   const width = Math.max(...rows.map(([key]) => key.length))
   const lines = rows.map(([key, value]) => `  ${key.padStart(width)} ${value}`)
   if (extra > 0) lines.push(`  ${"".padStart(width)} +${extra} ...`)

@@ -49,14 +49,37 @@ const isPlainObject = (value: unknown): value is Record<string, unknown> => {
  * @since 0.1.0
  * @category flattening
  */
-export const flattenInto = (target: FlatRow, data: Record<string, unknown>, prefix = ""): void => {
+export const flattenInto = (
+  target: FlatRow,
+  data: Record<string, unknown>,
+  prefix = "",
+  parents: Array<object> = []
+): void => {
+  parents.push(data)
   for (const key in data) {
     const value = data[key]
     if (value === undefined) continue
     if (prefix === "" && key === "_step") continue
     const path = prefix === "" ? key : prefix + PATH_SEPARATOR + key
-    if (isPlainObject(value) && !isEmpty(value)) flattenInto(target, value, path)
-    else target[path] = value
+    if (isPlainObject(value) && !isEmpty(value)) {
+      // An object inside itself is a leaf that says so, not an endless key path.
+      if (parents.includes(value)) target[path] = "<circular>"
+      else flattenInto(target, value, path, parents)
+    } else {
+      target[path] = snapshot(value)
+    }
+  }
+  parents.pop()
+}
+
+// A row is written later than it is logged, so values a program may change afterwards (arrays it keeps
+// pushing to, dates, typed arrays) are copied now. Numbers and strings, nearly every value, pass as they are.
+const snapshot = (value: unknown): unknown => {
+  if (value === null || typeof value !== "object") return value
+  try {
+    return structuredClone(value)
+  } catch {
+    return value
   }
 }
 

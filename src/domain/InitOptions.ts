@@ -186,6 +186,9 @@ export const decode = (input: unknown): DecodedInitOptions => {
           source: `${inSettings ? "init-settings" : "init-argument"} (${inSettings ? key : setting})`,
           reason: messages.every((m) => m.startsWith("is unexpected"))
             ? `is not ${inSettings ? "a setting" : "an init option"} (see the README's tables)`
+            : setting === "apiKey"
+            // The value given is never repeated: it may be a secret.
+            ? "expected a string or a Redacted string"
             : combineReasons(messages)
         })
       )

@@ -116,6 +116,8 @@ export const decide = (resume: Resume | undefined, stored: StoredRun | undefined
 
   const lines = stored.historyLineCount ?? 0
   const lastStep = numberAt(last, "_step") ?? numberAt(summary, "_step") ?? 0
+  // Steps are whole numbers from 0 that a log record can carry; anything else cannot be continued.
+  if (!Number.isSafeInteger(lastStep) || lastStep < 0) return { _tag: "Refuse", reason: "unreadable" }
   const startingStep = lines > 0 ? Math.floor(lastStep) + 1 : Math.floor(lastStep)
   const wandb = summary["_wandb"]
   const summaryRuntime = typeof wandb === "object" && wandb !== null

@@ -15,6 +15,14 @@ import * as ExtendedJson from "./ExtendedJson.js"
 export type ConfigValues = Record<string, unknown>
 
 /**
+ * The largest config W&B accepts, as JSON: the largest line the server takes.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const MAX_CONFIG_BYTES = 10 * 1024 * 1024
+
+/**
  * Turns a value into plain JSON-friendly data, as the official client does for config: sets and
  * iterables become arrays, `Map`s objects, dates ISO strings, `NaN` becomes `null`, class instances
  * their own enumerable fields (or `toJSON()`), functions their name.

@@ -201,6 +201,13 @@ const positiveSeconds = (raw: unknown): Parsed<number> => {
   return parsed
 }
 
+// Intervals of background work have a floor: below it a run would spend its machine on itself.
+const atLeast = (floor: number) => (raw: unknown): Parsed<number> => {
+  const parsed = positiveSeconds(raw)
+  if (parsed.ok && parsed.value < floor) return fail(`must be at least ${floor} s, got ${parsed.value}`)
+  return parsed
+}
+
 const literal = <L extends string>(allowed: ReadonlyArray<L>, aliases: Record<string, L> = {}) =>
 (raw: unknown): Parsed<L> => {
   if (typeof raw === "string") {
@@ -212,11 +219,15 @@ const literal = <L extends string>(allowed: ReadonlyArray<L>, aliases: Record<st
 
 const FORBIDDEN_PROJECT_CHARACTERS = ["/", "\\", "#", "?", "%", ":"]
 
+// "." and ".." would be resolved away in the server's URLs, so such a run could never be uploaded.
+const onlyDots = (value: string) => /^\.+$/.test(value)
+
 const project = (raw: unknown): Parsed<string> => {
   const parsed = text(raw)
   if (!parsed.ok) return parsed
   const problems: Array<string> = []
   if (parsed.value.length === 0) problems.push("must not be empty")
+  if (onlyDots(parsed.value)) problems.push("must not be only dots")
   if (parsed.value.length > 128) problems.push(`must be at most 128 characters, has ${parsed.value.length}`)
   const found = FORBIDDEN_PROJECT_CHARACTERS.filter((c) => parsed.value.includes(c))
   if (found.length > 0) problems.push(`must not contain ${found.join(" ")} (forbidden: / \\ # ? % :)`)
@@ -248,6 +259,8 @@ const runId = (raw: unknown): Parsed<string> => {
   const parsed = text(raw)
   if (!parsed.ok) return parsed
   const problems = RunId.problems(parsed.value)
+  if (onlyDots(parsed.value)) problems.push("must not be only dots")
+  if (parsed.value.includes("\u0000")) problems.push("must not contain a NUL character")
   return problems.length === 0 ? parsed : fail(problems.join("; "))
 }
 
@@ -291,6 +304,10 @@ const baseUrl = (raw: unknown): Parsed<string> => {
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     return fail(`expected an http(s) URL, got ${JSON.stringify(parsed.value)}`)
+  }
+  // A URL with a user and password would print a secret in every run URL and log; keys go in apiKey.
+  if (url.username !== "" || url.password !== "") {
+    return fail("must not carry a user or password; give the API key as apiKey or WANDB_API_KEY")
   }
   if (REFUSED_BASE_URLS.includes(trimmed.toLowerCase())) {
     return fail(`${trimmed} is the web app, not the API; use https://api.wandb.ai`)
@@ -360,7 +377,7 @@ const definitions: { readonly [K in SettingKey]: Definition } = {
   apiKey: { official: "api_key", env: ["WANDB_API_KEY"], parse: apiKey },
   initTimeout: { official: "init_timeout", env: ["WANDB_INIT_TIMEOUT"], parse: positiveSeconds },
   finishTimeout: { official: "finish_timeout", env: ["WANDB_FINISH_TIMEOUT"], parse: seconds },
-  flushInterval: { official: "x_flush_interval", env: ["WANDB_X_FLUSH_INTERVAL"], parse: positiveSeconds },
+  flushInterval: { official: "x_flush_interval", env: ["WANDB_X_FLUSH_INTERVAL"], parse: atLeast(0.01) },
   fileStreamInterval: {
     official: "x_file_stream_transmit_interval",
     env: ["WANDB_X_FILE_STREAM_TRANSMIT_INTERVAL"],
@@ -386,7 +403,7 @@ const definitions: { readonly [K in SettingKey]: Definition } = {
   statsInterval: {
     official: "x_stats_sampling_interval",
     env: ["WANDB_X_STATS_SAMPLING_INTERVAL"],
-    parse: positiveSeconds
+    parse: atLeast(0.1)
   },
   disableStats: { official: "x_disable_stats", env: ["WANDB_X_DISABLE_STATS"], parse: bool },
   silent: { official: "silent", env: ["WANDB_SILENT"], parse: bool },

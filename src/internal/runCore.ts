@@ -4,6 +4,7 @@
  * straight from a training loop. The run's writer fiber drains the queue into the transaction log.
  */
 import { ConfigFileError, ConfigValueChanged, InvalidArgument, RunFinished } from "../domain/Errors.js"
+import * as ExtendedJson from "../domain/ExtendedJson.js"
 import { type HistoryRow, PATH_SEPARATOR, StepState } from "../domain/History.js"
 import * as RunConfig from "../domain/RunConfig.js"
 import * as Sparkline from "../domain/Sparkline.js"
@@ -44,6 +45,8 @@ export interface RunCoreOptions {
    * event loop leaves the writer fiber no chance to run, so the backlog is written from inside `log`.
    */
   readonly backlogLimit?: number
+  /** Rows older than this are written from inside `log` when the writer fiber has not run. */
+  readonly flushIntervalMs?: number
 }
 
 const isRecord = (value: unknown): value is Record<string, unknown> =>
@@ -67,6 +70,8 @@ export class RunCore {
   private queue: Array<RunEvent> = []
   private warnedAboutDrops = false
   private readonly backlogLimit: number
+  private readonly flushIntervalMs: number
+  private lastDrainMs: number
   /** Set by whoever owns the writer; see `RunCoreOptions.backlogLimit`. */
   onBacklog: (() => void) | undefined
 
@@ -81,6 +86,8 @@ export class RunCore {
     this.warn = options.warn
     this.now = options.now ?? Date.now
     this.backlogLimit = options.backlogLimit ?? 4096
+    this.flushIntervalMs = options.flushIntervalMs ?? 500
+    this.lastDrainMs = options.startTimeMs
   }
 
   /**
@@ -115,8 +122,11 @@ export class RunCore {
       return new InvalidArgument({ method: "log", reason: "expects an object of metric names to values" })
     }
     const step = options?.step
-    if (step !== undefined && (!Number.isInteger(step) || step < 0)) {
-      return new InvalidArgument({ method: "log", reason: `step must be a non-negative integer, got ${step}` })
+    if (step !== undefined && (!Number.isSafeInteger(step) || step < 0)) {
+      return new InvalidArgument({
+        method: "log",
+        reason: `step must be an integer from 0 to ${Number.MAX_SAFE_INTEGER}, got ${step}`
+      })
     }
 
     const nowMs = this.now()
@@ -151,8 +161,23 @@ export class RunCore {
     }
     if (this.recordEvents) {
       this.queue.push({ _tag: "History", row, runtime })
-      if (this.queue.length >= this.backlogLimit && this.onBacklog !== undefined) this.onBacklog()
+      this.maybeDrain(nowMs)
     }
+  }
+
+  // A loop that never yields to the event loop would keep rows in memory for as long as it runs; once the
+  // backlog is large, or older than the flush interval, `log` itself hands it to the writer.
+  private maybeDrain(nowMs: number): void {
+    if (this.onBacklog === undefined) return
+    if (this.queue.length >= this.backlogLimit || nowMs - this.lastDrainMs >= this.flushIntervalMs) {
+      this.lastDrainMs = nowMs
+      this.onBacklog()
+    }
+  }
+
+  /** The writer fiber drained the queue: the interval counts from now. */
+  drained(nowMs: number): void {
+    this.lastDrainMs = nowMs
   }
 
   /** Commits the pending row, as finish does before the exit. */
@@ -161,17 +186,25 @@ export class RunCore {
     for (const row of this.steps.flush()) this.commitRow(row, nowMs)
   }
 
+  /** A copy: changing it changes nothing, so every change goes through `updateConfig` and its rules. */
   get config(): Readonly<RunConfig.ConfigValues> {
-    return this.configValues
+    return structuredClone(this.configValues)
   }
 
   updateConfig(
     values: RunConfig.ConfigValues,
     allowValChange: boolean | undefined
-  ): ConfigValueChanged | RunFinished | undefined {
+  ): ConfigValueChanged | RunFinished | InvalidArgument | undefined {
     if (this.finished) return new RunFinished({ runId: this.runId, method: "config.update" })
     const plan = RunConfig.planUpdate(this.configValues, values, allowValChange ?? this.allowValChange)
     if (!plan.ok) return plan.error
+    const size = ExtendedJson.stringify({ ...this.configValues, ...plan.changed }).length
+    if (size > RunConfig.MAX_CONFIG_BYTES) {
+      return new InvalidArgument({
+        method: "config.update",
+        reason: `the config would be ${size} bytes as JSON; W&B accepts at most ${RunConfig.MAX_CONFIG_BYTES}`
+      })
+    }
     if (Object.keys(plan.changed).length === 0) return undefined
     this.configValues = { ...this.configValues, ...plan.changed }
     if (this.recordEvents) this.queue.push({ _tag: "Config", changed: plan.changed })
@@ -233,7 +266,7 @@ export class RunCore {
   recordOutput(stream: "stdout" | "stderr", text: string, timestamp: number): void {
     if (this.finished || !this.recordEvents || text.length === 0) return
     this.queue.push({ _tag: "Output", stream, text, timestamp })
-    if (this.queue.length >= this.backlogLimit && this.onBacklog !== undefined) this.onBacklog()
+    this.maybeDrain(this.now())
   }
 
   /** Hands every queued event to the writer, oldest first. */

@@ -73,6 +73,14 @@ export type WandbEnv =
   | Path.Path
 
 const runCores = new WeakMap<Run, RunCore>()
+const exitNow = new WeakMap<Run, (exitCode: number) => void>()
+
+/**
+ * Finishes a run synchronously, as far as that can go, when the process is exiting under it.
+ *
+ * @internal
+ */
+export const finishOnExit = (run: Run, exitCode: number): void => exitNow.get(run)?.(exitCode)
 
 // Two live runs of one process must not share an id: both would append to one run on the server. A run's
 // id is free again once it finished.
@@ -96,8 +104,7 @@ interface Prepared {
   readonly filesRead: ReadonlyArray<string>
 }
 
-// 10 MiB: the largest line a W&B server accepts; a config past it could never be synced.
-const MAX_CONFIG_BYTES = 10 * 1024 * 1024
+const MAX_CONFIG_BYTES = RunConfig.MAX_CONFIG_BYTES
 
 const readConfigFile = (fs: FileSystem.FileSystem, path: Path.Path, file: string, cwd: string) =>
   fs.readFileString(path.resolve(cwd, file)).pipe(
@@ -426,6 +433,7 @@ const start = (options: InitOptions.InitOptions | undefined) =>
       config: prepared.config,
       allowValChange: values.allowValChange,
       recordEvents: mode !== "disabled",
+      flushIntervalMs: values.flushInterval * 1000,
       warn: (message) => Effect.runSync(printer.warn(message))
     })
 
@@ -715,15 +723,22 @@ const startLocal = (
     }).pipe(Effect.interruptible, Effect.forkIn(outer))
 
     core.onBacklog = () => {
-      const error = journal.writeNow(eventRecords(base.id, core.drain()))
-      if (error !== undefined) Effect.runFork(runDirectory.debug(paths, "ERROR", error.message))
+      // This runs inside the program's `log` call, which must never throw for the writer's sake.
+      try {
+        const error = journal.writeNow(eventRecords(base.id, core.drain()))
+        if (error !== undefined) Effect.runFork(runDirectory.debug(paths, "ERROR", error.message))
+      } catch (defect) {
+        Effect.runFork(runDirectory.debug(paths, "ERROR", `backlog not written: ${String(defect)}`))
+      }
     }
-    const drainOnce = Effect.suspend(() => journal.write(eventRecords(base.id, core.drain()))).pipe(
-      Effect.zipRight(journal.flush)
-    )
-    // A failed flush keeps its bytes buffered in the writer, so the next tick writes them again.
+    const drainOnce = Effect.suspend(() => {
+      core.drained(Date.now())
+      return journal.write(eventRecords(base.id, core.drain()))
+    }).pipe(Effect.zipRight(journal.flush))
+    // A failed flush keeps its bytes buffered in the writer, so the next tick writes them again; and the
+    // writer goes on whatever happens, since a stopped writer would lose everything logged after.
     yield* drainOnce.pipe(
-      Effect.catchAll((error) => runDirectory.debug(paths, "ERROR", error.message)),
+      Effect.catchAllCause((cause) => runDirectory.debug(paths, "ERROR", Cause.pretty(cause))),
       Effect.repeat(Schedule.spaced(Duration.seconds(values.flushInterval))),
       Effect.interruptible,
       Effect.forkIn(runScope)
@@ -768,8 +783,14 @@ const startLocal = (
         core.finished = true
         liveRunIds.delete(base.id)
 
-        // The files come first: a live sender uploads them as soon as it reads the exit record.
-        yield* writeRunFiles(runDirectory, paths, core, values, startTime).pipe(Effect.provideService(Path.Path, path))
+        // The files come first: a live sender uploads them as soon as it reads the exit record. They can be
+        // made again from the log, so failing to write them must not keep the exit record from it.
+        yield* writeRunFiles(runDirectory, paths, core, values, startTime).pipe(
+          Effect.provideService(Path.Path, path),
+          Effect.catchAllCause((cause) =>
+            printer.warn(`The run's files could not be written: ${Cause.squash(cause)}; the log has everything.`)
+          )
+        )
         yield* journal.write([
           ...eventRecords(base.id, core.drain()),
           Records.exit(base.id, exitCode, runtime),
@@ -790,9 +811,10 @@ const startLocal = (
           const timeout = options?.timeout === undefined
             ? values.finishTimeout > 0 ? Duration.seconds(values.finishTimeout) : undefined
             : Duration.decode(options.timeout)
-          // finish is uninterruptible as a whole; waiting for the sender is not, so its timeout can end it.
-          const joined = yield* showProgress(Fiber.join(sender).pipe(Effect.either), status, values).pipe(
-            Effect.interruptible,
+          // finish is uninterruptible, so an interrupted program (Ctrl-C) still completes its upload; only
+          // the wait itself can be cut, by the finish timeout.
+          const wait = Effect.interruptible(Fiber.join(sender)).pipe(Effect.either)
+          const joined = yield* showProgress(wait, status, values).pipe(
             timeout === undefined ? Effect.asSome : Effect.timeoutOption(timeout)
           )
           if (Option.isNone(joined)) {
@@ -859,6 +881,23 @@ const startLocal = (
         )
       }).pipe(Effect.withSpan("Run.finish", { attributes: { runId: base.id } }))
 
+    // For a process that exits without finishing (`process.exit()`): what can be done without waiting, done
+    // at once. The rows and the exit record reach the disk; the upload is left to a later sync.
+    const finishNow = (exitCode: number) => {
+      if (finishing) return
+      finishing = true
+      core.flushHistory()
+      const runtime = (Date.now() - core.startTimeMs) / 1000
+      core.setSummaryLeaves({ _wandb: { runtime: Math.floor(runtime) }, _runtime: runtime })
+      core.finished = true
+      liveRunIds.delete(base.id)
+      journal.writeNow([
+        ...eventRecords(base.id, core.drain()),
+        Records.exit(base.id, exitCode, runtime),
+        ...Records.closing(base.id)
+      ])
+    }
+
     const run: Run = {
       ...base,
       dir: paths.runDir,
@@ -873,6 +912,7 @@ const startLocal = (
       markPreempting: Effect.suspend(() => fromResult(core.markPreempting()))
     }
     runCores.set(run, core)
+    exitNow.set(run, finishNow)
     return run
   })
 

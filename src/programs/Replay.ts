@@ -304,9 +304,10 @@ export const replay = (
     const historyRow = (step: number, line: string): void => {
       status.historyRead++
       if (step <= skipThroughStep) return
-      if (line.length > MAX_LINE_BYTES) {
+      const bytes = utf8Length(line)
+      if (bytes > MAX_LINE_BYTES) {
         status.droppedLines++
-        options.onDroppedLine?.(step, line.length)
+        options.onDroppedLine?.(step, bytes)
         return
       }
       lines.push(line)
@@ -394,7 +395,11 @@ export const replay = (
       Effect.gen(function*() {
         const files: Record<string, { offset: number; content: ReadonlyArray<string> }> = {}
         if (lines.length > 0) files[HISTORY_FILE] = { offset: historyLine, content: lines }
-        if (summaryDirty) files[SUMMARY_FILE] = { offset: 0, content: [ExtendedJson.stringify(summary.nested())] }
+        if (summaryDirty) {
+          // A summary over the server's line limit is not sent until it changes again, as wandb-core does.
+          const line = ExtendedJson.stringify(summary.nested())
+          if (utf8Length(line) <= MAX_LINE_BYTES) files[SUMMARY_FILE] = { offset: 0, content: [line] }
+        }
         if (events.length > 0) files[EVENTS_FILE] = { offset: eventsLine, content: events }
         // One request carries one contiguous run of console lines; the rest wait for the next request.
         const consoleRun: Array<number> = []
@@ -625,6 +630,11 @@ export interface RecentRecord {
 
 // Strings count twice their length (two bytes a character); a kept record is assumed at 1 KB.
 const sizeOf = (entry: RecentRecord): number => (entry.line === undefined ? 1024 : entry.line.length * 2 + 96)
+
+// The server's limits are in UTF-8 bytes; a string is measured only when its length alone could pass one.
+const encoder = new TextEncoder()
+const utf8Length = (text: string): number =>
+  text.length * 3 <= MAX_LINE_BYTES ? text.length : encoder.encode(text).length
 
 const writeFailed = (path: string) => (error: { readonly message: string }) =>
   new StorageError({ path, operation: "write", reason: error.message })
