@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { CredentialsRejected, FinishTimeout, InitTimeout, Wandb } from "wandb-effect"
@@ -235,4 +236,26 @@ describe("sync", () => {
       await server.close()
     }
   })
+})
+
+describe("interruption", () => {
+  it.scopedLive("an interrupted Effect program still completes its online run, with exit code 255", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.scoped()
+      const cwd = tempDir()
+      let runId = ""
+      const fiber = yield* Effect.scoped(Effect.gen(function*() {
+        const run = yield* Wandb.init({ project: "interrupted" })
+        runId = run.id
+        for (let i = 0; i < 20; i++) yield* run.log({ i })
+        return yield* Effect.never
+      })).pipe(provide(cwd, onlineEnv(server.url)), Effect.fork)
+      while (runId === "") yield* Effect.sleep("10 millis")
+      yield* Effect.sleep("200 millis")
+      yield* Fiber.interrupt(fiber)
+      const stored = server.run(runId)
+      expect(stored.complete).toBe(true)
+      expect(stored.exitcode).toBe(255)
+      expect(stored.history.map((row) => row["i"])).toEqual(Array.from({ length: 20 }, (_, i) => i))
+    }))
 })

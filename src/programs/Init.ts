@@ -811,12 +811,13 @@ const startLocal = (
           const timeout = options?.timeout === undefined
             ? values.finishTimeout > 0 ? Duration.seconds(values.finishTimeout) : undefined
             : Duration.decode(options.timeout)
-          // finish is uninterruptible, so an interrupted program (Ctrl-C) still completes its upload; only
-          // the wait itself can be cut, by the finish timeout.
-          const wait = Effect.interruptible(Fiber.join(sender)).pipe(Effect.either)
-          const joined = yield* showProgress(wait, status, values).pipe(
-            timeout === undefined ? Effect.asSome : Effect.timeoutOption(timeout)
-          )
+          // finish is uninterruptible, so an interrupted program (Ctrl-C) still completes its upload. Only the
+          // finish timeout can cut the wait: the timeout runs the wait on a fiber of its own, which alone is
+          // made interruptible (marking this fiber so would let a pending interruption end the wait at once).
+          const wait = Fiber.join(sender).pipe(Effect.either)
+          const joined = yield* (timeout === undefined
+            ? Effect.asSome(showProgress(wait, status, values))
+            : showProgress(Effect.interruptible(wait), status, values).pipe(Effect.timeoutOption(timeout)))
           if (Option.isNone(joined)) {
             yield* Fiber.interrupt(sender)
             yield* printer.warn(
@@ -938,7 +939,12 @@ const showProgress = <A, E, R>(
     process.stderr.write(`\rwandb: uploading: ${status.historyAcknowledged} history rows sent, ${status.phase}   `)
   )
   return Effect.zipLeft(
-    Effect.raceFirst(wait, Effect.forever(Effect.zipRight(draw, Effect.sleep("250 millis"))) as Effect.Effect<never>),
+    // The drawing loop is interruptible on its own: finish runs uninterruptibly, and the loop must end
+    // when the wait does.
+    Effect.raceFirst(
+      wait,
+      Effect.interruptible(Effect.forever(Effect.zipRight(draw, Effect.sleep("250 millis")))) as Effect.Effect<never>
+    ),
     Effect.sync(() => process.stderr.write("\r\u001b[K"))
   )
 }
