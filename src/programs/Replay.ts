@@ -247,6 +247,7 @@ export const replay = (
     // A live run sends every row it logs, after the lines the server already holds. A replay from the
     // start of a log skips the rows the server has: steps only go up, so every row at or below the
     // server's last step is there already (after a crash, a timed-out finish, or a sync run twice).
+    // Not yet: a crashed run synced after a later run resumed its id appends behind the resumed rows.
     let skipThroughStep = -1
     let historyLine = options.started?.upserted.historyLineCount ?? 0
     status.historyAcknowledged = historyLine
@@ -267,6 +268,7 @@ export const replay = (
     // Console lines waiting to be sent (a changed line replaces its earlier text), and every line's latest
     // text for `output.log`.
     const consolePending = new Map<number, string>()
+    // Not yet: every console line stays in memory until finish writes output.log; it should stream to disk.
     const consoleText = new Map<number, string>()
     const takeConsole = (changed: ReadonlyArray<ConsoleLine>) => {
       for (const line of changed) {
