@@ -264,24 +264,24 @@ const onSigterm = () => onSignal("SIGTERM")
 
 let hooksInstalled = false
 
+const processHooks: ReadonlyArray<readonly [string, (...args: Array<any>) => void]> = [
+  ["beforeExit", onBeforeExit],
+  ["exit", onExit],
+  ["uncaughtException", onUncaughtException],
+  ["SIGINT", onSigint],
+  ["SIGTERM", onSigterm]
+]
+
 const installProcessHooks = () => {
   if (hooksInstalled) return
   hooksInstalled = true
-  process.on("beforeExit", onBeforeExit)
-  process.on("exit", onExit)
-  process.on("uncaughtException", onUncaughtException)
-  process.on("SIGINT", onSigint)
-  process.on("SIGTERM", onSigterm)
+  for (const [event, hook] of processHooks) process.on(event, hook)
 }
 
 const uninstallProcessHooks = () => {
   if (!hooksInstalled) return
   hooksInstalled = false
-  process.off("beforeExit", onBeforeExit)
-  process.off("exit", onExit)
-  process.off("uncaughtException", onUncaughtException)
-  process.off("SIGINT", onSigint)
-  process.off("SIGTERM", onSigterm)
+  for (const [event, hook] of processHooks) process.off(event, hook)
 }
 
 /**
