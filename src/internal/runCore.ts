@@ -85,7 +85,7 @@ export class RunCore {
     this.recordEvents = options.recordEvents
     this.warn = options.warn
     this.now = options.now ?? Date.now
-    this.backlogLimit = options.backlogLimit ?? 4096
+    this.backlogLimit = options.backlogLimit ?? 1024
     this.flushIntervalMs = options.flushIntervalMs ?? 500
     this.lastDrainMs = options.startTimeMs
   }
