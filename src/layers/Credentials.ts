@@ -12,7 +12,6 @@
  * @since 0.1.0
  */
 import * as FileSystem from "@effect/platform/FileSystem"
-import * as Config from "effect/Config"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -21,8 +20,10 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as os from "node:os"
 import * as nodePath from "node:path"
+import { InvalidSettings, SettingViolation } from "../domain/Errors.js"
 import * as Netrc from "../domain/Netrc.js"
 import type { SettingsWithProvenance } from "../domain/Settings.js"
+import { optionalEnv } from "./SettingsSources.js"
 
 /**
  * A key and where it was found, for messages such as "the API key from netrc (/home/me/.netrc) is malformed".
@@ -34,6 +35,24 @@ export interface Credential {
   readonly key: Redacted.Redacted<string>
   /** `init-argument (…)`, `environment (WANDB_API_KEY)`, `netrc (<path>)`, `global-file (…)`, … */
   readonly source: string
+}
+
+/**
+ * Fails with `InvalidSettings`, naming where the key came from, when a found key is malformed: before any
+ * request is made with it.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const requireWellFormed = (credential: Credential): Effect.Effect<Credential, InvalidSettings> => {
+  const problem = checkApiKey(Redacted.value(credential.key))
+  return problem === undefined
+    ? Effect.succeed(credential)
+    : Effect.fail(
+      new InvalidSettings({
+        violations: [new SettingViolation({ setting: "apiKey", source: credential.source, reason: problem })]
+      })
+    )
 }
 
 /**
@@ -81,12 +100,6 @@ export const checkApiKey = (key: string): string | undefined => {
 // constructor
 // -----------------------------------------------------------------------------
 
-const optionalVariable = (name: string) =>
-  Config.option(Config.string(name)).pipe(
-    Effect.map(Option.filter((value) => value !== "")),
-    Effect.orElseSucceed(() => Option.none<string>())
-  )
-
 /**
  * Builds the service. `home` is used when `HOME` is unset.
  *
@@ -102,8 +115,8 @@ export const make = (
 
     /** The netrc text and where it came from; none when there is no file to read. */
     const readNetrc = Effect.gen(function*() {
-      const explicit = yield* optionalVariable("NETRC")
-      const home = Option.getOrElse(yield* optionalVariable("HOME"), () => facts.home)
+      const explicit = yield* optionalEnv("NETRC")
+      const home = Option.getOrElse(yield* optionalEnv("HOME"), () => facts.home)
       const candidates = Option.match(explicit, {
         onSome: (file) => [file],
         onNone: () => [nodePath.join(home, ".netrc"), nodePath.join(home, "_netrc")]

@@ -137,7 +137,13 @@ const readSettingsFile = (
     )
   )
 
-const optionalEnv = (name: string) =>
+/**
+ * An environment variable through the current `ConfigProvider`; empty counts as unset.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const optionalEnv = (name: string): Effect.Effect<Option.Option<string>> =>
   Config.option(Config.string(name)).pipe(
     Effect.map(Option.filter((value) => value !== "")),
     Effect.orElseSucceed(() => Option.none<string>())

@@ -17,7 +17,6 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
-import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import {
@@ -46,7 +45,7 @@ import * as WireFormat from "../domain/WireFormat.js"
 import type { Record as LogRecord, RunRecord } from "../internal/proto/wandb_internal_pb.js"
 import { type RunEvent, RunCore } from "../internal/runCore.js"
 import { ConsoleCapture } from "../layers/ConsoleCapture.js"
-import { checkApiKey, type Credential, Credentials } from "../layers/Credentials.js"
+import { type Credential, Credentials, requireWellFormed } from "../layers/Credentials.js"
 import { RunDirectory, type RunPaths } from "../layers/RunDirectory.js"
 import { retryOptions, ServerApi, type ServerClient, type UpsertedRun } from "../layers/ServerApi.js"
 import { SettingsSources } from "../layers/SettingsSources.js"
@@ -104,7 +103,6 @@ interface Prepared {
   readonly filesRead: ReadonlyArray<string>
 }
 
-const MAX_CONFIG_BYTES = RunConfig.MAX_CONFIG_BYTES
 
 const readConfigFile = (fs: FileSystem.FileSystem, path: Path.Path, file: string, cwd: string) =>
   fs.readFileString(path.resolve(cwd, file)).pipe(
@@ -163,14 +161,14 @@ const prepare = (options: unknown) =>
     if (settings.magic.value) config = { ...RunConfig.fromArgv(process.argv.slice(2)), ...config }
 
     const size = ExtendedJson.stringify(config).length
-    if (size > MAX_CONFIG_BYTES) {
+    if (size > RunConfig.MAX_CONFIG_BYTES) {
       return yield* Effect.fail(
         new InvalidSettings({
           violations: [
             new SettingViolation({
               setting: "config",
               source: "init-argument",
-              reason: `is ${size} bytes as JSON; W&B accepts at most ${MAX_CONFIG_BYTES}`
+              reason: `is ${size} bytes as JSON; W&B accepts at most ${RunConfig.MAX_CONFIG_BYTES}`
             })
           ]
         })
@@ -387,16 +385,7 @@ const start = (options: InitOptions.InitOptions | undefined) =>
         mode = "offline"
         settings = Settings.override(settings, "mode", "offline", "fallback: no API key")
       } else {
-        const problem = checkApiKey(Redacted.value(credentials.value.key))
-        if (problem !== undefined) {
-          return yield* Effect.fail(
-            new InvalidSettings({
-              violations: [
-                new SettingViolation({ setting: "apiKey", source: credentials.value.source, reason: problem })
-              ]
-            })
-          )
-        }
+        yield* requireWellFormed(credentials.value)
       }
     }
     // Not yet: resumeFrom and forkFrom are validated, but an online run never rewinds or forks.
@@ -563,7 +552,7 @@ const connect = (
     } satisfies Online
   }).pipe(Effect.withSpan("Wandb.connect"))
 
-const platform = () => `node-${process.version}-${process.platform}-${process.arch}`
+const platform = Replay.currentPlatform
 
 const runInfo = (
   base: RunBase,

@@ -638,6 +638,14 @@ const encoder = new TextEncoder()
 const utf8Length = (text: string): number =>
   text.length * 3 <= MAX_LINE_BYTES ? text.length : encoder.encode(text).length
 
+/**
+ * This runtime as the telemetry's platform field names it.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const currentPlatform = (): string => `node-${process.version}-${process.platform}-${process.arch}`
+
 const writeFailed = (path: string) => (error: { readonly message: string }) =>
   new StorageError({ path, operation: "write", reason: error.message })
 

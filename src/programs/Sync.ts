@@ -10,11 +10,10 @@ import * as Path from "@effect/platform/Path"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import * as Redacted from "effect/Redacted"
-import { CredentialsMissing, InvalidSettings, SettingViolation } from "../domain/Errors.js"
+import { CredentialsMissing } from "../domain/Errors.js"
 import * as Settings from "../domain/Settings.js"
 import * as WireFormat from "../domain/WireFormat.js"
-import { checkApiKey, Credentials } from "../layers/Credentials.js"
+import { Credentials, requireWellFormed } from "../layers/Credentials.js"
 import { retryOptions, ServerApi } from "../layers/ServerApi.js"
 import { SettingsSources } from "../layers/SettingsSources.js"
 import * as Replay from "./Replay.js"
@@ -108,14 +107,7 @@ const connectFromSettings = Effect.gen(function*() {
   if (Option.isNone(credential)) {
     return yield* Effect.fail(new CredentialsMissing({ baseUrl: settings.baseUrl.value }))
   }
-  const problem = checkApiKey(Redacted.value(credential.value.key))
-  if (problem !== undefined) {
-    return yield* Effect.fail(
-      new InvalidSettings({
-        violations: [new SettingViolation({ setting: "apiKey", source: credential.value.source, reason: problem })]
-      })
-    )
-  }
+  yield* requireWellFormed(credential.value)
   const client = (yield* ServerApi).connect({
     baseUrl: settings.baseUrl.value,
     apiKey: credential.value.key,
@@ -138,7 +130,7 @@ export const sync = (paths: ReadonlyArray<string> | string = [], options: SyncOp
     const path = yield* Path.Path
     const { client, cwd, settings } = yield* connectFromSettings
     const { logs, missing } = yield* discover(typeof paths === "string" ? [paths] : paths, cwd)
-    const platform = `node-${process.version}-${process.platform}-${process.arch}`
+    const platform = Replay.currentPlatform()
 
     // A path that names nothing is a failure, not "nothing to do": it is most likely a typo.
     const outcomes: Array<SyncOutcome> = missing.map((log) => ({
